@@ -1,0 +1,97 @@
+//! The admin HTTP listener (HTTP/1.1, loopback by default): `GET /healthz` (the process is up),
+//! `GET /readyz` (every listener is bound and every upstream has a connected endpoint), and
+//! `GET /config` (the effective configuration as YAML).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::upstream::Upstream;
+
+/// What the admin endpoints report on.
+pub struct AdminState {
+    /// The effective configuration, rendered once.
+    pub config_yaml: String,
+    /// Every upstream group.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Set once every listener is bound and serving.
+    pub listening: AtomicBool,
+}
+
+impl AdminState {
+    /// Ready, or the reasons it is not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.listening.load(Ordering::Relaxed) {
+            return Err("listeners are not serving".into());
+        }
+        let down: Vec<&str> = self
+            .upstreams
+            .iter()
+            .filter(|u| !u.connected())
+            .map(|u| &*u.name)
+            .collect();
+        if down.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no connected endpoint in upstream(s): {}", down.join(", ")))
+        }
+    }
+}
+
+/// Serves admin requests until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r
+    };
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => match state.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        },
+        "/config" => text(StatusCode::OK, state.config_yaml.clone()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz, /readyz or /config\n".into(),
+        ),
+    }
+}

@@ -1,0 +1,20 @@
+//! A cheap monotonic millisecond clock shared by the balancer, pool and health state, so that
+//! timestamps fit in atomics.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the first call in this process (never 0 after the first millisecond).
+pub fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+/// Nanoseconds since the first call in this process.
+pub fn now_nanos() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}

@@ -1,0 +1,264 @@
+//! The native configuration schema. Every field is part of the product; the README documents each.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::Dur;
+use super::endpoint::EndpointSpec;
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The admin HTTP listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// One gRPC listener per entry.
+    pub listeners: Vec<ListenerConfig>,
+    /// Named upstream groups that listeners and routes point at.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// The admin listener: `/healthz`, `/readyz`, `/config`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to serve on (default `127.0.0.1:9901`).
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Set `false` to run without an admin listener.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+            enabled: true,
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    "127.0.0.1:9901".parse().unwrap()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One gRPC listener (an address:port) and where its calls go.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique name, used in logs.
+    pub name: String,
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// The upstream group for calls no route matches; without it, such calls get UNIMPLEMENTED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Routes tried in order before the default upstream.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// How long in-flight calls may run after SIGTERM/SIGINT before the gateway exits.
+    #[serde(default = "default_drain")]
+    pub drain_timeout: Dur,
+    /// Most client connections open at once; further ones wait in the accept backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS announced to each client connection.
+    #[serde(default = "default_max_streams")]
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: the largest request header block accepted, in bytes.
+    #[serde(default = "default_max_header_list")]
+    pub max_header_list_size: u32,
+    /// How long a new connection may take to send the HTTP/2 preface.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: Dur,
+}
+
+fn default_drain() -> Dur {
+    Dur::secs(30)
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_streams() -> u32 {
+    1024
+}
+fn default_max_header_list() -> u32 {
+    16 * 1024
+}
+fn default_handshake_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+/// A route: calls matching it go to `upstream`. Exactly one matcher is set.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Matches when the `:path` starts with this (for example `/billing.v1.` or `/pkg.Svc/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Matches when a metadata entry has exactly this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataMatch>,
+    /// The upstream group for matching calls.
+    pub upstream: String,
+}
+
+/// A metadata name and the value it must have.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataMatch {
+    /// Metadata (header) name, lower case.
+    pub name: String,
+    /// The exact value.
+    pub value: String,
+}
+
+/// A named group of endpoints with its balancer and pool settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name, used by listeners, routes, logs and error messages.
+    pub name: String,
+    /// How an endpoint is picked for each call.
+    #[serde(default)]
+    pub balance: Balance,
+    /// The endpoints: `host:port#weight` or `{ address, weight }`.
+    pub endpoints: Vec<EndpointSpec>,
+    /// Longest wait for the upstream's response headers (never cuts a stream that has begun);
+    /// `0` turns it off.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Dur,
+    /// Connection pool settings, per endpoint.
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+fn default_request_timeout() -> Dur {
+    Dur::secs(30)
+}
+
+/// Load-balancing policy of an upstream group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Weighted random.
+    RandomWeight,
+    /// Fewest in-flight streams per unit of weight (open streams count until they end).
+    #[default]
+    LeastRequest,
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Power of two choices over peak-EWMA latency times in-flight streams.
+    P2cEwma,
+}
+
+/// What the pool does when every connection of an endpoint is full and the maximum is reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolMode {
+    /// Wait in a bounded queue for at most `queue_timeout`, then RESOURCE_EXHAUSTED.
+    Strict,
+    /// Open extra connections past the maximum; close them when idle.
+    #[default]
+    Loose,
+}
+
+/// Per-endpoint HTTP/2 connection pool settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// `strict` or `loose`.
+    #[serde(default)]
+    pub mode: PoolMode,
+    /// Connections dialled at start and kept open.
+    #[serde(default = "one")]
+    pub min_connections: usize,
+    /// Most connections (in `loose` mode, extra ones may open past it).
+    #[serde(default = "default_max_conns")]
+    pub max_connections: usize,
+    /// `strict` mode: longest wait for a free stream slot.
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout: Dur,
+    /// `strict` mode: most calls waiting at once per endpoint; more get RESOURCE_EXHAUSTED.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: usize,
+    /// Connections above the minimum idle this long are closed.
+    #[serde(default = "default_idle")]
+    pub idle_timeout: Dur,
+    /// A connection older than this takes no new streams and closes when its streams end;
+    /// `0` turns it off.
+    #[serde(default = "default_lifetime")]
+    pub max_lifetime: Dur,
+    /// `false` gives every call its own connection.
+    #[serde(default = "yes")]
+    pub reuse: bool,
+    /// Longest wait for a TCP connect plus HTTP/2 handshake.
+    #[serde(default = "default_dial")]
+    pub dial_timeout: Dur,
+    /// Cap of the exponential reconnect backoff.
+    #[serde(default = "default_backoff")]
+    pub backoff_max_delay: Dur,
+    /// Interval of HTTP/2 PINGs on each connection; `0` turns keepalive off.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_time: Dur,
+    /// A connection whose PING is not answered within this is dropped.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: Dur,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            mode: PoolMode::default(),
+            min_connections: 1,
+            max_connections: default_max_conns(),
+            queue_timeout: default_queue_timeout(),
+            queue_size: default_queue_size(),
+            idle_timeout: default_idle(),
+            max_lifetime: default_lifetime(),
+            reuse: true,
+            dial_timeout: default_dial(),
+            backoff_max_delay: default_backoff(),
+            keepalive_time: default_keepalive(),
+            keepalive_timeout: default_keepalive_timeout(),
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+fn default_max_conns() -> usize {
+    8
+}
+fn default_queue_timeout() -> Dur {
+    Dur::secs(1)
+}
+fn default_queue_size() -> usize {
+    1024
+}
+fn default_idle() -> Dur {
+    Dur::secs(60)
+}
+fn default_lifetime() -> Dur {
+    Dur::secs(600)
+}
+fn default_dial() -> Dur {
+    Dur::secs(5)
+}
+fn default_backoff() -> Dur {
+    Dur::secs(3)
+}
+fn default_keepalive() -> Dur {
+    Dur::secs(30)
+}
+fn default_keepalive_timeout() -> Dur {
+    Dur::secs(10)
+}

@@ -1,0 +1,157 @@
+//! Checks that go beyond the schema: names resolve, values are in range, matchers are well formed.
+
+use std::collections::HashSet;
+
+use super::model::{Config, PoolMode};
+
+/// The first problem found, as (field path, message).
+pub fn validate(c: &Config) -> Result<(), (String, String)> {
+    if c.listeners.is_empty() {
+        return Err(("listeners".into(), "at least one listener is needed".into()));
+    }
+    if c.upstreams.is_empty() {
+        return Err(("upstreams".into(), "at least one upstream is needed".into()));
+    }
+    let mut names = HashSet::new();
+    for (i, u) in c.upstreams.iter().enumerate() {
+        let at = |f: &str| format!("upstreams[{i}].{f}");
+        if u.name.is_empty() {
+            return Err((at("name"), "must not be empty".into()));
+        }
+        if !names.insert(u.name.as_str()) {
+            return Err((at("name"), format!("duplicate upstream name {:?}", u.name)));
+        }
+        if u.endpoints.is_empty() {
+            return Err((at("endpoints"), "at least one endpoint is needed".into()));
+        }
+        let mut seen = HashSet::new();
+        for (j, e) in u.endpoints.iter().enumerate() {
+            if !seen.insert(e.address.as_str()) {
+                return Err((
+                    at(&format!("endpoints[{j}]")),
+                    format!("endpoint {:?} is listed twice", e.address),
+                ));
+            }
+        }
+        let p = &u.pool;
+        if p.max_connections == 0 {
+            return Err((at("pool.max_connections"), "must be at least 1".into()));
+        }
+        if p.min_connections > p.max_connections {
+            return Err((
+                at("pool.min_connections"),
+                format!(
+                    "min_connections ({}) is larger than max_connections ({})",
+                    p.min_connections, p.max_connections
+                ),
+            ));
+        }
+        if p.max_connections > 1024 {
+            return Err((at("pool.max_connections"), "must be at most 1024".into()));
+        }
+        if p.dial_timeout.0.is_zero() {
+            return Err((at("pool.dial_timeout"), "must be more than 0".into()));
+        }
+        if p.mode == PoolMode::Strict && p.queue_timeout.0.is_zero() {
+            return Err((at("pool.queue_timeout"), "must be more than 0 in strict mode".into()));
+        }
+        if p.queue_size == 0 || p.queue_size > 1_000_000 {
+            return Err((at("pool.queue_size"), "must be from 1 to 1000000".into()));
+        }
+        if !p.keepalive_time.0.is_zero() && p.keepalive_timeout.0.is_zero() {
+            return Err((
+                at("pool.keepalive_timeout"),
+                "must be more than 0 when keepalive_time is set".into(),
+            ));
+        }
+        if p.backoff_max_delay.0.is_zero() {
+            return Err((at("pool.backoff_max_delay"), "must be more than 0".into()));
+        }
+    }
+    let mut lnames = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        let at = |f: &str| format!("listeners[{i}].{f}");
+        if l.name.is_empty() {
+            return Err((at("name"), "must not be empty".into()));
+        }
+        if !lnames.insert(l.name.as_str()) {
+            return Err((at("name"), format!("duplicate listener name {:?}", l.name)));
+        }
+        if !addrs.insert(l.listen) {
+            return Err((at("listen"), format!("{} is used by two listeners", l.listen)));
+        }
+        if c.admin.enabled && l.listen == c.admin.listen {
+            return Err((at("listen"), format!("{} is the admin address", l.listen)));
+        }
+        match &l.upstream {
+            Some(u) if !names.contains(u.as_str()) => {
+                return Err((at("upstream"), unknown_upstream(u, &names)));
+            }
+            None if l.routes.is_empty() => {
+                return Err((
+                    at("upstream"),
+                    "a listener needs an upstream, or routes to pick one".into(),
+                ));
+            }
+            _ => {}
+        }
+        if l.max_connections == 0 {
+            return Err((at("max_connections"), "must be at least 1".into()));
+        }
+        if l.max_concurrent_streams == 0 {
+            return Err((at("max_concurrent_streams"), "must be at least 1".into()));
+        }
+        if l.max_header_list_size < 1024 {
+            return Err((at("max_header_list_size"), "must be at least 1024".into()));
+        }
+        for (j, r) in l.routes.iter().enumerate() {
+            let at = |f: &str| format!("listeners[{i}].routes[{j}]{f}");
+            match (&r.path_prefix, &r.metadata) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err((
+                        at(""),
+                        "a route needs exactly one of path_prefix or metadata".into(),
+                    ))
+                }
+                (Some(p), None) if !p.starts_with('/') => {
+                    return Err((
+                        at(".path_prefix"),
+                        format!("{p:?} must start with '/' (for example /pkg.Service/)"),
+                    ))
+                }
+                (None, Some(m)) => {
+                    if http::HeaderName::from_bytes(m.name.as_bytes()).is_err()
+                        || m.name.bytes().any(|b| b.is_ascii_uppercase())
+                        || m.name.starts_with(':')
+                    {
+                        return Err((
+                            at(".metadata.name"),
+                            format!("{:?} is not a valid lower-case metadata name", m.name),
+                        ));
+                    }
+                    if http::HeaderValue::from_str(&m.value).is_err() {
+                        return Err((
+                            at(".metadata.value"),
+                            format!("{:?} is not a valid metadata value", m.value),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if !names.contains(r.upstream.as_str()) {
+                return Err((at(".upstream"), unknown_upstream(&r.upstream, &names)));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unknown_upstream(name: &str, names: &HashSet<&str>) -> String {
+    let mut known: Vec<_> = names.iter().copied().collect();
+    known.sort_unstable();
+    format!(
+        "no upstream is named {name:?} (upstreams: {})",
+        known.join(", ")
+    )
+}

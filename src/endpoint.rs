@@ -1,0 +1,76 @@
+//! One upstream endpoint: its weight, live load, latency estimate, health and connection pool.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::balance::PeakEwma;
+use crate::clock;
+use crate::config::EndpointSpec;
+use crate::pool::Pool;
+
+/// An endpoint of an upstream group.
+pub struct Endpoint {
+    /// `host:port` as configured.
+    pub address: Arc<str>,
+    /// Relative share of traffic.
+    pub weight: u32,
+    /// Streams open on this endpoint right now (a stream counts until it ends).
+    pub in_flight: AtomicU64,
+    /// Peak-EWMA of the time to response headers.
+    pub latency: PeakEwma,
+    /// Consecutive connect failures.
+    failures: AtomicU32,
+    /// Out of rotation until this time (ms on [`clock::now_ms`]); 0 = in rotation.
+    down_until: AtomicU64,
+    /// The endpoint's connections.
+    pub pool: Pool,
+}
+
+impl Endpoint {
+    /// An endpoint in rotation with an empty pool.
+    pub fn new(spec: &EndpointSpec, pool: Pool) -> Endpoint {
+        Endpoint {
+            address: spec.address.as_str().into(),
+            weight: spec.weight,
+            in_flight: AtomicU64::new(0),
+            latency: PeakEwma::new(),
+            failures: AtomicU32::new(0),
+            down_until: AtomicU64::new(0),
+            pool,
+        }
+    }
+
+    /// True unless recent connect failures took the endpoint out of rotation.
+    pub fn available(&self) -> bool {
+        let until = self.down_until.load(Ordering::Relaxed);
+        until == 0 || clock::now_ms() >= until
+    }
+
+    /// Records a failed connect: the endpoint leaves rotation for an exponential backoff
+    /// (with jitter, capped at `cap`). Returns the failure count and the backoff.
+    pub fn connect_failed(&self, cap: Duration) -> (u32, Duration) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let wait = crate::pool::backoff(n, cap);
+        let until = clock::now_ms() + wait.as_millis() as u64;
+        self.down_until.store(until.max(1), Ordering::Relaxed);
+        (n, wait)
+    }
+
+    /// Time left until the endpoint is tried again (zero when in rotation).
+    pub fn retry_in(&self) -> Duration {
+        let until = self.down_until.load(Ordering::Relaxed);
+        Duration::from_millis(until.saturating_sub(clock::now_ms()))
+    }
+
+    /// Records a successful connect: back in rotation.
+    pub fn connect_succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.down_until.store(0, Ordering::Relaxed);
+    }
+
+    /// Consecutive connect failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,188 @@
+//! gRPC wire details the gateway needs without knowing any schema: status codes, trailers-only
+//! responses, `grpc-timeout`, and which headers are hop-by-hop.
+
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Response, StatusCode};
+use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
+
+/// gRPC status codes (the subset the gateway produces itself, plus OK).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum Code {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    DeadlineExceeded = 4,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
+impl Code {
+    /// The decimal form carried in `grpc-status`.
+    pub fn as_header(self) -> HeaderValue {
+        const DIGITS: [&str; 17] = [
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+            "16",
+        ];
+        HeaderValue::from_static(DIGITS[self as usize])
+    }
+}
+
+/// `grpc-status`.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `grpc-message`.
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// `grpc-timeout`.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// Characters percent-encoded in `grpc-message` (the gRPC spec: anything outside 0x20..0x7E, and %).
+const MESSAGE_ESCAPE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Adds `grpc-status` and a percent-encoded `grpc-message` to a header map.
+pub fn put_status(headers: &mut HeaderMap, code: Code, message: &str) {
+    headers.insert(GRPC_STATUS, code.as_header());
+    if !message.is_empty() {
+        let encoded = percent_encode(message.as_bytes(), MESSAGE_ESCAPE).to_string();
+        if let Ok(v) = HeaderValue::from_str(&encoded) {
+            headers.insert(GRPC_MESSAGE, v);
+        }
+    }
+}
+
+/// A trailers-only response: HTTP 200 with `content-type`, `grpc-status` and `grpc-message` in
+/// the one HEADERS frame, sent with END_STREAM.
+pub fn trailers_only(code: Code, message: &str) -> Response<()> {
+    let mut resp = Response::new(());
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    put_status(h, code, message);
+    resp
+}
+
+/// Most `grpc-timeout` digits the spec allows.
+const MAX_TIMEOUT_DIGITS: usize = 8;
+
+/// Parses a `grpc-timeout` value (`1-8 digits` then one of `H M S m u n`).
+pub fn parse_timeout(v: &[u8]) -> Option<Duration> {
+    if v.len() < 2 || v.len() > MAX_TIMEOUT_DIGITS + 1 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(d - b'0');
+    }
+    Some(match unit[0] {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Encodes a remaining budget as `grpc-timeout`, in the finest unit that fits 8 digits
+/// (rounded down, never up, so the upstream's deadline is never later than the client's).
+pub fn encode_timeout(d: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let nanos = d.as_nanos();
+    let (value, unit) = if nanos <= MAX {
+        (nanos, 'n')
+    } else if nanos / 1_000 <= MAX {
+        (nanos / 1_000, 'u')
+    } else if nanos / 1_000_000 <= MAX {
+        (nanos / 1_000_000, 'm')
+    } else if nanos / 1_000_000_000 <= MAX {
+        (nanos / 1_000_000_000, 'S')
+    } else if nanos / 60_000_000_000 <= MAX {
+        (nanos / 60_000_000_000, 'M')
+    } else {
+        ((nanos / 3_600_000_000_000).min(MAX), 'H')
+    };
+    HeaderValue::from_str(&format!("{value}{unit}")).expect("ascii digits")
+}
+
+/// Connection-specific headers that HTTP/2 forbids and a proxy must not forward.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// True when the content type is `application/grpc` or `application/grpc+…`/`;…`.
+pub fn is_grpc_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .map(|v| {
+            let b = v.as_bytes();
+            b.starts_with(b"application/grpc")
+                && matches!(b.get(16), None | Some(b'+') | Some(b';'))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_round_trips_and_never_grows() {
+        assert_eq!(parse_timeout(b"5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_timeout(b"250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_timeout(b"S"), None);
+        assert_eq!(parse_timeout(b"123456789S"), None);
+        assert_eq!(parse_timeout(b"5x"), None);
+        assert_eq!(parse_timeout(b"-5S"), None);
+        for d in [
+            Duration::from_nanos(1),
+            Duration::from_millis(1234),
+            Duration::from_secs(99_999),
+            Duration::from_secs(86_400 * 400),
+        ] {
+            let enc = encode_timeout(d);
+            let back = parse_timeout(enc.as_bytes()).unwrap();
+            assert!(back <= d, "{d:?} -> {enc:?} -> {back:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_content_types() {
+        let mut h = HeaderMap::new();
+        assert!(!is_grpc_content_type(&h));
+        for (v, ok) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("application/grpc;charset=utf-8", true),
+            ("application/grpcx", false),
+            ("application/json", false),
+        ] {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(v));
+            assert_eq!(is_grpc_content_type(&h), ok, "{v}");
+        }
+    }
+
+    #[test]
+    fn message_is_percent_encoded() {
+        let mut h = HeaderMap::new();
+        put_status(&mut h, Code::Unavailable, "no endpoint: 100% down\n");
+        assert_eq!(h[GRPC_STATUS], "14");
+        assert_eq!(h[GRPC_MESSAGE], "no endpoint: 100%25 down%0A");
+    }
+}

@@ -1,0 +1,38 @@
+//! synapsor: a transparent gRPC gateway — a reverse proxy and load balancer that forwards any
+//! gRPC service without its protobuf schema.
+//!
+//! A call travels: listener → route → balancer → pool → pump → upstream, and the response comes
+//! back the same way, frame by frame.
+//!
+//! # Layout
+//!
+//! - [`config`]: the YAML model (native and original-synapsor formats), loading with file, line
+//!   and field in every error, and validation.
+//! - [`server`]: listeners — bounded accept, HTTP/2 (h2c) handshake, a task per stream, drain.
+//! - [`proxy`]: the per-stream path — gRPC checks, routing, the [`proxy::Dir`] pump and the call
+//!   phases (open, await headers, stream) with deadlines and cancellation.
+//! - [`route`]: the upstream group of a call, by listener, `:path` prefix or metadata value.
+//! - [`balance`]: `random_weight`, `least_request`, `round_robin`, `p2c_ewma`.
+//! - [`pool`]: per-endpoint multiplexed HTTP/2 connections, expansion, queueing, keepalive,
+//!   idle and lifetime recycling, reconnect backoff.
+//! - [`upstream`], [`endpoint`]: a group of endpoints and each endpoint's load and health.
+//! - [`error`]: every way the gateway ends a call, mapped to a gRPC status in one place.
+//! - [`grpc`]: status codes, trailers-only responses, `grpc-timeout`, hop-by-hop headers.
+//! - [`admin`]: `/healthz`, `/readyz`, `/config`.
+//! - [`gateway`]: assembles and runs all of the above from a config.
+
+pub mod admin;
+pub mod balance;
+pub mod clock;
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod gateway;
+pub mod grpc;
+pub mod pool;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+pub use gateway::{Gateway, Running};

@@ -1,0 +1,115 @@
+//! The `synapsor` command: `run` serves a config, `check` validates one, `version` prints the
+//! version.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "synapsor", version, about = "A transparent gRPC gateway")]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a RUST_LOG-style filter. RUST_LOG wins
+    /// when set.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a configuration (the default command).
+    Run {
+        /// The configuration file.
+        #[arg(short, long, default_value = "config/synapsor.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print the effective config; serves nothing.
+    Check {
+        /// The configuration file.
+        #[arg(short, long, default_value = "config/synapsor.yaml")]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cli.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    match cli.command.unwrap_or(Command::Run {
+        config: PathBuf::from("config/synapsor.yaml"),
+    }) {
+        Command::Version => {
+            println!("synapsor {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match synapsor::config::load(&config) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("warning: {w}");
+                }
+                print!(
+                    "{}",
+                    serde_yaml::to_string(&loaded.config).expect("serializable config")
+                );
+                eprintln!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => run(config),
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let loaded = match synapsor::config::load(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{}: {w}", path.display());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let gateway = match synapsor::Gateway::bind(loaded.config).await {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(1);
+            }
+        };
+        let running = gateway.start();
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections, draining calls in flight");
+        if running.shutdown().await {
+            tracing::info!("drained; bye");
+        } else {
+            tracing::warn!("drain_timeout passed with calls still in flight; exiting");
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

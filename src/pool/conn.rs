@@ -1,0 +1,221 @@
+//! One upstream HTTP/2 connection: dialling it, driving it with keepalive PINGs, and leasing
+//! stream slots on it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use super::PoolInner;
+use crate::clock;
+
+/// A connection in a pool.
+pub struct Conn {
+    /// Unique within its pool.
+    pub id: u64,
+    send: SendRequest<Bytes>,
+    in_flight: AtomicUsize,
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS, as last read.
+    max_streams: AtomicUsize,
+    /// When it stops taking new streams (ms on [`clock::now_ms`]); `u64::MAX` for never.
+    pub expires_at: u64,
+    /// When it last became idle (ms), 0 while streams are open.
+    idle_since: AtomicU64,
+    /// Opened past `max_connections` in loose mode: closed as soon as it is idle.
+    pub overflow: bool,
+    /// Shared with the task driving the connection.
+    pub shared: Arc<ConnShared>,
+}
+
+/// State shared between a [`Conn`] and the task that drives it.
+pub struct ConnShared {
+    /// Set once the connection has ended.
+    pub closed: AtomicBool,
+    /// Wakes the driver to drop the connection at once.
+    pub kill: Notify,
+}
+
+impl Conn {
+    /// Streams open on it now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The peer's stream limit.
+    pub fn max_streams(&self) -> usize {
+        self.max_streams.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads the peer's stream limit (it may change with a new SETTINGS frame).
+    pub fn refresh_max_streams(&self) {
+        self.max_streams
+            .store(self.send.current_max_send_streams(), Ordering::Relaxed);
+    }
+
+    /// True when it may take a new stream at `now`.
+    pub fn usable(&self, now: u64) -> bool {
+        !self.shared.closed.load(Ordering::Relaxed) && now < self.expires_at
+    }
+
+    /// Takes one stream slot if the peer's limit allows.
+    pub fn try_reserve(&self) -> bool {
+        let max = self.max_streams();
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a stream slot back; returns true when the connection became idle.
+    pub fn release(&self) -> bool {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle_since.store(clock::now_ms().max(1), Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Milliseconds it has been idle at `now`, or `None` while streams are open.
+    pub fn idle_for(&self, now: u64) -> Option<u64> {
+        if self.in_flight() > 0 {
+            return None;
+        }
+        let since = self.idle_since.load(Ordering::Relaxed);
+        Some(now.saturating_sub(since))
+    }
+
+    /// A handle to open a stream on this connection.
+    pub fn sender(&self) -> SendRequest<Bytes> {
+        self.send.clone()
+    }
+
+    /// Drops the connection at once (streams on it fail).
+    pub fn kill(&self) {
+        self.shared.kill.notify_one();
+    }
+}
+
+/// Dials `address`, completes the HTTP/2 handshake and one PING round trip (so the peer's
+/// SETTINGS are known), and spawns the task that drives the connection.
+pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, String> {
+    let s = &pool.settings;
+    let fut = async {
+        let addr = tokio::net::lookup_host(&*pool.address)
+            .await
+            .map_err(|e| format!("resolve: {e}"))?
+            .next()
+            .ok_or_else(|| "resolve: no address".to_string())?;
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let (send, mut conn) = h2::client::Builder::new()
+            .initial_window_size(s.stream_window)
+            .initial_connection_window_size(s.conn_window)
+            .max_frame_size(s.max_frame_size)
+            .enable_push(false)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        let mut ping = conn.ping_pong().expect("first ping_pong");
+        // Drive the connection until the PING comes back: by then the peer's SETTINGS are in.
+        {
+            let pong = ping.ping(h2::Ping::opaque());
+            tokio::pin!(pong);
+            tokio::select! {
+                r = &mut conn => {
+                    return Err(match r {
+                        Ok(()) => "closed during handshake".to_string(),
+                        Err(e) => format!("HTTP/2 handshake: {e}"),
+                    });
+                }
+                r = &mut pong => { r.map_err(|e| format!("HTTP/2 handshake: {e}"))?; }
+            }
+        }
+        Ok((send, conn, ping))
+    };
+    let (send, conn, ping) = tokio::time::timeout(s.dial_timeout, fut)
+        .await
+        .map_err(|_| format!("timed out after {:?}", s.dial_timeout))??;
+    let now = clock::now_ms();
+    let expires_at = match s.max_lifetime {
+        Some(life) => {
+            // Up to 10% jitter, so connections opened together do not all retire together.
+            let ms = life.as_millis() as u64;
+            now + ms - rand::random_range(0..=ms / 10)
+        }
+        None => u64::MAX,
+    };
+    let shared = Arc::new(ConnShared {
+        closed: AtomicBool::new(false),
+        kill: Notify::new(),
+    });
+    let c = Arc::new(Conn {
+        id: pool.next_id.fetch_add(1, Ordering::Relaxed),
+        max_streams: AtomicUsize::new(send.current_max_send_streams()),
+        send,
+        in_flight: AtomicUsize::new(0),
+        expires_at,
+        idle_since: AtomicU64::new(now.max(1)),
+        overflow,
+        shared: shared.clone(),
+    });
+    tokio::spawn(drive(conn, ping, shared, c.id, pool.clone()));
+    Ok(c)
+}
+
+/// Runs the connection until it ends, a keepalive PING goes unanswered, or it is killed.
+async fn drive(
+    conn: h2::client::Connection<TcpStream, Bytes>,
+    ping: h2::PingPong,
+    shared: Arc<ConnShared>,
+    id: u64,
+    pool: Arc<PoolInner>,
+) {
+    let result = tokio::select! {
+        r = conn => r.map_err(|e| {
+            if e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
+                pool.too_many_pings();
+            }
+            e.to_string()
+        }),
+        e = keepalive(ping, &pool) => Err(e),
+        _ = shared.kill.notified() => Err("closed by the pool".to_string()),
+    };
+    shared.closed.store(true, Ordering::Relaxed);
+    match result {
+        Ok(()) => tracing::debug!(upstream = %pool.upstream, endpoint = %pool.address, conn = id, "connection closed"),
+        Err(e) => tracing::debug!(upstream = %pool.upstream, endpoint = %pool.address, conn = id, error = %e, "connection ended"),
+    }
+    pool.remove(id);
+}
+
+/// Sends a PING every keepalive interval; returns when one is not answered in time.
+async fn keepalive(mut ping: h2::PingPong, pool: &PoolInner) -> String {
+    let Some(timeout) = pool.settings.keepalive_timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let interval = pool.ping_interval();
+        if interval.is_zero() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keepalive PING failed: {e}"),
+            Err(_) => return format!("keepalive PING not answered within {timeout:?}"),
+        }
+    }
+}
+
+/// Exponential backoff with jitter: 100 ms doubling per failure, capped, then 50–100% of that.
+pub fn backoff(failures: u32, cap: Duration) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1 << failures.min(16).saturating_sub(1));
+    let d = base.min(cap);
+    d.mul_f64(rand::random_range(0.5..=1.0))
+}

@@ -1,0 +1,95 @@
+//! The background task of each endpoint: keep `min_connections` open, reconnect with backoff,
+//! close idle and aged connections, refresh the peer's stream limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock;
+use crate::endpoint::Endpoint;
+
+/// Runs until `stop` changes.
+pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
+    let p = ep.pool.inner().clone();
+    let s = &p.settings;
+    let mut tick = Duration::from_secs(1).min(s.idle_timeout / 2);
+    if let Some(life) = s.max_lifetime {
+        tick = tick.min(life / 4);
+    }
+    let tick = tick.max(Duration::from_millis(20));
+    loop {
+        let now = clock::now_ms();
+        let list = p.conns.load_full();
+        let mut open = list.iter().filter(|c| c.usable(now)).count();
+        for c in list.iter() {
+            let usable = c.usable(now);
+            let idle = c.idle_for(now);
+            let idle_close = match idle {
+                Some(ms) if c.overflow => ms >= tick.as_millis() as u64,
+                Some(ms) => ms >= s.idle_timeout.as_millis() as u64 && open > s.min,
+                None => false,
+            };
+            if !usable || idle_close {
+                if usable {
+                    open -= 1;
+                }
+                tracing::debug!(upstream = %p.upstream, endpoint = %p.address, conn = c.id,
+                    idle = idle_close, "retiring connection");
+                p.remove(c.id);
+            } else {
+                c.refresh_max_streams();
+            }
+        }
+        let mut sleep_for = tick;
+        if s.reuse && open < s.min {
+            if ep.available() {
+                if p
+                    .dialing
+                    .compare_exchange(
+                        0,
+                        1,
+                        std::sync::atomic::Ordering::AcqRel,
+                        std::sync::atomic::Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    match p.dial_and_add(false).await {
+                        Ok(_) => {
+                            if ep.failures() > 0 {
+                                tracing::info!(upstream = %p.upstream, endpoint = %p.address,
+                                    "endpoint reachable again");
+                            }
+                            ep.connect_succeeded();
+                            continue;
+                        }
+                        Err(e) => {
+                            let (n, wait) = ep.connect_failed(s.backoff_max);
+                            log_failure(&p.upstream, &p.address, n, wait, &e);
+                            sleep_for = wait.min(tick);
+                        }
+                    }
+                }
+            } else {
+                sleep_for = ep.retry_in().min(tick);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = p.maint.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The first failure of a run is a warning; repeats are debug lines, so a down endpoint does
+/// not flood the log.
+pub fn log_failure(upstream: &str, address: &str, n: u32, wait: Duration, error: &str) {
+    if n == 1 {
+        tracing::warn!(upstream, endpoint = address, error, retry_in = ?wait,
+            "cannot connect to endpoint; it leaves rotation until it answers");
+    } else {
+        tracing::debug!(upstream, endpoint = address, error, failures = n, retry_in = ?wait,
+            "cannot connect to endpoint");
+    }
+}

@@ -1,0 +1,167 @@
+//! gRPC listeners: accept TCP connections (bounded), speak HTTP/2 with prior knowledge, spawn one
+//! task per stream, and drain gracefully (GOAWAY, let streams finish) on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::ListenerConfig;
+use crate::pool::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
+use crate::proxy::Proxy;
+
+/// Binds a listener socket (SO_REUSEADDR, a deep backlog).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Limits and HTTP/2 settings of one listener.
+#[derive(Clone, Debug)]
+pub struct ListenerSettings {
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE.
+    pub max_header_list_size: u32,
+    /// Time allowed for the client preface.
+    pub handshake_timeout: Duration,
+}
+
+impl ListenerSettings {
+    /// From the YAML.
+    pub fn from_config(c: &ListenerConfig) -> ListenerSettings {
+        ListenerSettings {
+            max_connections: c.max_connections,
+            max_concurrent_streams: c.max_concurrent_streams,
+            max_header_list_size: c.max_header_list_size,
+            handshake_timeout: c.handshake_timeout.0,
+        }
+    }
+}
+
+/// A running listener's connection budget; all permits back means every connection has closed.
+pub struct Connections {
+    sem: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Connections {
+    /// A budget of `max` connections.
+    pub fn new(max: usize) -> Arc<Connections> {
+        Arc::new(Connections {
+            sem: Arc::new(Semaphore::new(max)),
+            max,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.max - self.sem.available_permits()
+    }
+
+    /// Waits until every connection has closed.
+    pub async fn closed(&self) {
+        let _ = self.sem.acquire_many(self.max as u32).await;
+    }
+}
+
+/// Accepts connections until `shutdown` turns true, then stops accepting; each connection task
+/// then sends GOAWAY and ends when its streams have.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    settings: ListenerSettings,
+    conns: Arc<Connections>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let settings = Arc::new(settings);
+    loop {
+        let permit = tokio::select! {
+            p = conns.sem.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    tracing::warn!(listener = %proxy.listener, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        tokio::spawn(serve_conn(
+            tcp,
+            peer,
+            proxy.clone(),
+            settings.clone(),
+            shutdown.clone(),
+            permit,
+        ));
+    }
+    tracing::debug!(listener = %proxy.listener, "stopped accepting");
+}
+
+async fn serve_conn(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    settings: Arc<ListenerSettings>,
+    mut shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = tcp.set_nodelay(true);
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(settings.max_header_list_size)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(MAX_FRAME);
+    let mut conn =
+        match tokio::time::timeout(settings.handshake_timeout, builder.handshake(tcp)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no HTTP/2 preface in time; closing");
+                return;
+            }
+        };
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            r = conn.accept() => match r {
+                Some(Ok((req, respond))) => {
+                    let proxy = proxy.clone();
+                    tokio::spawn(async move { proxy.serve_stream(req, respond).await });
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "client connection error");
+                    break;
+                }
+                None => break,
+            },
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.graceful_shutdown();
+            }
+        }
+    }
+}
