@@ -115,6 +115,7 @@ impl Gateway {
             tokio::spawn(admin::serve(sock, admin_state.clone(), stop_rx.clone()));
         }
         Running {
+            upstreams: self.upstreams,
             stop: stop_tx,
             listeners,
             drain,
@@ -125,6 +126,7 @@ impl Gateway {
 
 /// A serving gateway.
 pub struct Running {
+    upstreams: HashMap<String, Arc<Upstream>>,
     stop: watch::Sender<bool>,
     listeners: Vec<Arc<Connections>>,
     drain: Duration,
@@ -135,6 +137,11 @@ impl Running {
     /// Ready as `/readyz` says.
     pub fn readiness(&self) -> Result<(), String> {
         self.admin.readiness()
+    }
+
+    /// The upstream group named `name` (for inspection: endpoints, pools, load).
+    pub fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.upstreams.get(name).cloned()
     }
 
     /// Client connections open now, over all listeners.

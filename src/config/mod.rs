@@ -86,18 +86,18 @@ pub fn parse(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
     let is_seed = probe
         .as_mapping()
         .is_some_and(|m| m.contains_key(serde_yaml::Value::from("proxy")));
-    let (config, warnings) = if is_seed {
+    let (config, warnings, origin) = if is_seed {
         let seed: seed::SeedFile = typed(text, file)?;
         seed.into_native()
     } else {
-        (typed::<Config>(text, file)?, Vec::new())
+        (typed::<Config>(text, file)?, Vec::new(), Vec::new())
     };
     if let Err((field, message)) = validate::validate(&config) {
         // Point at the field in the file; for the original format the native path is mapped
         // back to the entry it came from where it can be.
         let located = locate::locate(text);
         let lookup = if is_seed {
-            seed_path(&field)
+            seed::SeedFile::original_path(&field, &origin)
         } else {
             field.clone()
         };
@@ -143,19 +143,6 @@ fn nearest(
         let cut = p.rfind(['.', '['])?;
         p.truncate(cut);
     }
-}
-
-/// Maps a native field path back to the original format's entry (`listeners[2]` and
-/// `upstreams[2]` both come from `proxy.proxy_list[2]`, when no entry was skipped).
-fn seed_path(native: &str) -> String {
-    for prefix in ["listeners", "upstreams"] {
-        if let Some(rest) = native.strip_prefix(prefix) {
-            if let Some(end) = rest.find(']') {
-                return format!("proxy.proxy_list{}", &rest[..=end]);
-            }
-        }
-    }
-    "proxy".to_string()
 }
 
 #[cfg(test)]

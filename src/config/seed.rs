@@ -147,10 +147,12 @@ impl<'de> Deserialize<'de> for SeedPort {
 }
 
 impl SeedFile {
-    /// Maps the original file onto the native schema; returns the config and warnings for keys
-    /// that have no effect.
-    pub fn into_native(self) -> (Config, Vec<String>) {
+    /// Maps the original file onto the native schema; returns the config, warnings for keys
+    /// that have no effect, and for each native listener/upstream the `proxy_list` index it
+    /// came from.
+    pub fn into_native(self) -> (Config, Vec<String>, Vec<usize>) {
         let mut warnings = Vec::new();
+        let mut origin = Vec::new();
         let addr = self
             .proxy
             .setting
@@ -192,6 +194,7 @@ impl SeedFile {
                 keepalive_timeout: e.keepalive_timeout.unwrap_or(defaults.keepalive_timeout),
                 ..defaults
             };
+            origin.push(i);
             upstreams.push(UpstreamConfig {
                 name: e.name.clone(),
                 balance: e
@@ -218,6 +221,38 @@ impl SeedFile {
             listeners,
             upstreams,
         };
-        (config, warnings)
+        (config, warnings, origin)
+    }
+
+    /// The path in the original file of a native field path (for error locations).
+    pub fn original_path(native: &str, origin: &[usize]) -> String {
+        const KEYS: [(&str, &str); 6] = [
+            ("listen", "PROXY_PORT"),
+            ("endpoints", "GRPC_PROXY_ENDPOINTS"),
+            ("pool.min_connections", "DEFAULT_GRPC_CONN_NUM"),
+            ("pool.dial_timeout", "DIAL_TIMEOUT"),
+            ("pool.keepalive_timeout", "KEEPALIVE_TIMEOUT"),
+            ("pool.backoff_max_delay", "BACKOFF_MAX_DELAY"),
+        ];
+        for prefix in ["listeners[", "upstreams["] {
+            let Some(rest) = native.strip_prefix(prefix) else {
+                continue;
+            };
+            let Some((n, field)) = rest.split_once(']') else {
+                continue;
+            };
+            let Some(&i) = n.parse::<usize>().ok().and_then(|n| origin.get(n)) else {
+                continue;
+            };
+            let field = field.trim_start_matches('.');
+            let entry = format!("proxy.proxy_list[{i}]");
+            for (native_key, seed_key) in KEYS {
+                if let Some(tail) = field.strip_prefix(native_key) {
+                    return format!("{entry}.{seed_key}{tail}");
+                }
+            }
+            return entry;
+        }
+        "proxy".to_string()
     }
 }

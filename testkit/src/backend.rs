@@ -107,6 +107,8 @@ impl Backend {
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener).expect("tokio listener");
                     let server = EchoServer::new(svc)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
                         .max_decoding_message_size(usize::MAX)
                         .max_encoding_message_size(usize::MAX);
                     let mut builder = tonic::transport::Server::builder();

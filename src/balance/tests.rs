@@ -1,0 +1,112 @@
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::*;
+use crate::config::{EndpointSpec, PoolConfig};
+use crate::pool::{Pool, PoolSettings, UpstreamShared};
+
+fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
+    let settings = PoolSettings::from_config(&PoolConfig::default());
+    let shared = UpstreamShared::new("t", None);
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            let spec = EndpointSpec {
+                address: format!("127.0.0.1:{}", 1000 + i),
+                weight: w,
+            };
+            Arc::new(Endpoint::new(&spec, Pool::new(settings.clone(), shared.clone(), &spec.address)))
+        })
+        .collect()
+}
+
+fn shares(b: &Balancer, eps: &[Arc<Endpoint>], n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut counts = vec![0usize; eps.len()];
+    for _ in 0..n {
+        counts[b.pick(eps, None, &mut rng).unwrap()] += 1;
+    }
+    counts.iter().map(|&c| c as f64 / n as f64).collect()
+}
+
+#[test]
+fn random_weight_honours_weights() {
+    let eps = endpoints(&[10, 5, 1]);
+    let b = Balancer::new(Balance::RandomWeight, &[10, 5, 1]);
+    let s = shares(&b, &eps, 64_000, 7);
+    // Expected 0.625, 0.3125, 0.0625; binomial sd at n=64000 is < 0.002, so 0.01 is > 5 sd.
+    for (got, want) in s.iter().zip([0.625, 0.3125, 0.0625]) {
+        assert!((got - want).abs() < 0.01, "shares {s:?}");
+    }
+}
+
+#[test]
+fn round_robin_is_smooth_and_exact() {
+    let eps = endpoints(&[5, 1, 1]);
+    let b = Balancer::new(Balance::RoundRobin, &[5, 1, 1]);
+    let mut rng = StdRng::seed_from_u64(1);
+    let seq: Vec<usize> = (0..14).map(|_| b.pick(&eps, None, &mut rng).unwrap()).collect();
+    // Every window of 7 picks holds exactly 5, 1, 1 — and never 3 of the heavy one in a row
+    // would be allowed to starve the others for a whole period.
+    for w in seq.windows(7) {
+        let c = |x| w.iter().filter(|&&i| i == x).count();
+        assert_eq!((c(0), c(1), c(2)), (5, 1, 1), "{seq:?}");
+    }
+    assert_eq!(smooth_schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+}
+
+#[test]
+fn least_request_prefers_fewest_in_flight_per_weight() {
+    let eps = endpoints(&[1, 1, 2]);
+    let b = Balancer::new(Balance::LeastRequest, &[1, 1, 2]);
+    eps[0].in_flight.store(3, Ordering::Relaxed);
+    eps[1].in_flight.store(1, Ordering::Relaxed);
+    eps[2].in_flight.store(3, Ordering::Relaxed);
+    // (in_flight + 1) / weight: 4, 2, 2 — a tie between 1 and 2, broken at random.
+    let s = shares(&b, &eps, 10_000, 3);
+    assert_eq!(s[0], 0.0);
+    assert!(s[1] > 0.4 && s[2] > 0.4, "{s:?}");
+    eps[1].in_flight.store(5, Ordering::Relaxed);
+    let s = shares(&b, &eps, 1000, 4);
+    assert_eq!(s[2], 1.0, "{s:?}");
+}
+
+#[test]
+fn p2c_ewma_avoids_the_slow_endpoint() {
+    let eps = endpoints(&[1, 1, 1]);
+    let b = Balancer::new(Balance::P2cEwma, &[1, 1, 1]);
+    eps[0].latency.observe(Duration::from_millis(200).as_nanos() as u64);
+    let s = shares(&b, &eps, 30_000, 9);
+    // Endpoint 0 loses every comparison, so it is only picked... never.
+    assert_eq!(s[0], 0.0, "{s:?}");
+    assert!((s[1] - 0.5).abs() < 0.05 && (s[2] - 0.5).abs() < 0.05, "{s:?}");
+}
+
+#[test]
+fn endpoints_out_of_rotation_are_skipped_and_avoid_is_honoured() {
+    for policy in [
+        Balance::RandomWeight,
+        Balance::LeastRequest,
+        Balance::RoundRobin,
+        Balance::P2cEwma,
+    ] {
+        let eps = endpoints(&[1, 1, 1]);
+        let b = Balancer::new(policy, &[1, 1, 1]);
+        eps[0].connect_failed(Duration::from_secs(60));
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..200 {
+            let i = b.pick(&eps, Some(1), &mut rng).unwrap();
+            assert_eq!(i, 2, "{policy:?}");
+        }
+        eps[2].connect_failed(Duration::from_secs(60));
+        // Only the avoided one is left: better than nothing.
+        assert_eq!(b.pick(&eps, Some(1), &mut rng), Some(1), "{policy:?}");
+        eps[1].connect_failed(Duration::from_secs(60));
+        assert_eq!(b.pick(&eps, None, &mut rng), None, "{policy:?}");
+    }
+}

@@ -1,0 +1,98 @@
+//! Shared test support: start the gateway in-process from YAML text on 127.0.0.1 ports, wait
+//! for conditions with generous bounds, and a few raw-protocol helpers.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use synapsor::Running;
+use synapsor_testkit::EchoClient;
+use tonic::transport::Channel;
+
+/// A gateway serving in this process.
+pub struct TestGateway {
+    /// The first listener's address.
+    pub addr: SocketAddr,
+    /// Every listener, by name.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin address, when enabled.
+    pub admin: Option<SocketAddr>,
+    /// The running gateway.
+    pub running: Running,
+}
+
+impl TestGateway {
+    /// A tonic client to the first listener.
+    pub async fn client(&self) -> EchoClient<Channel> {
+        synapsor_testkit::client(self.addr).await
+    }
+
+    /// Open pooled connections to the endpoint `index` of upstream `name`.
+    pub fn open_connections(&self, name: &str, index: usize) -> usize {
+        self.running.upstream(name).unwrap().endpoints[index]
+            .pool
+            .open_connections()
+    }
+}
+
+/// Parses `yaml` (listeners should listen on 127.0.0.1:0), binds and starts the gateway, and
+/// waits (up to 5 s) until it is ready, unless some endpoint is meant to be down.
+pub async fn gateway(yaml: &str) -> TestGateway {
+    let loaded = synapsor::config::parse(yaml, Path::new("test.yaml")).expect("valid config");
+    let gw = synapsor::Gateway::bind(loaded.config).await.expect("bind");
+    let listeners = gw.listener_addrs();
+    let admin = gw.admin_addr();
+    let running = gw.start();
+    let t = Instant::now();
+    while running.readiness().is_err() && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    TestGateway {
+        addr: listeners[0].1,
+        listeners,
+        admin,
+        running,
+    }
+}
+
+/// A one-listener, one-upstream config over `endpoints` (`host:port#weight` strings), with
+/// extra YAML lines for the upstream (indented 4 spaces) appended.
+pub fn config(endpoints: &[String], upstream_extra: &str) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n\
+         listeners:\n  - {{ name: l, listen: 127.0.0.1:0, upstream: u, drain_timeout: 5s }}\n\
+         upstreams:\n  - name: u\n    endpoints: [ {} ]\n{upstream_extra}",
+        eps.join(", ")
+    )
+}
+
+/// Polls `f` every 10 ms until it is true; panics after `secs` seconds (a hang guard only).
+pub async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A free loopback port (bound then released): nothing listens there afterwards.
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Sends a plain HTTP/1.1 GET to the admin listener; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    (status, body)
+}
