@@ -1,0 +1,158 @@
+//! Deadlines and cancellation: `grpc-timeout` forwarded with the remaining budget, expiry answered
+//! with DEADLINE_EXCEEDED, `request_timeout` bounding only the wait for response headers, and a
+//! client cancel reaching the upstream as a reset.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use support::{config, gateway, wait_until};
+use synapsor_testkit::{Backend, EchoRequest};
+use tokio_stream::StreamExt;
+use tonic::{Code, Request};
+
+fn parse_grpc_timeout(v: &str) -> Duration {
+    let (n, unit) = v.split_at(v.len() - 1);
+    let n: u64 = n.parse().unwrap();
+    match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => panic!("bad unit in {v}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sees_a_timeout_no_larger_than_the_clients() {
+    let b = Backend::start("b1").await;
+    let gw = gateway(&config(&[b.addr.to_string()], "")).await;
+    let mut c = gw.client().await;
+    let mut r = Request::new(EchoRequest::default());
+    r.set_timeout(Duration::from_millis(1500));
+    c.unary(r).await.unwrap();
+    let seen = b.observed.last_timeout.lock().unwrap().clone().expect("grpc-timeout forwarded");
+    let d = parse_grpc_timeout(&seen);
+    assert!(d <= Duration::from_millis(1500), "{seen} is larger than the client's 1500m");
+    assert!(d > Duration::from_millis(500), "{seen}: the budget should be mostly left");
+    // No client deadline: none invented.
+    c.unary(EchoRequest::default()).await.unwrap();
+    assert!(b.observed.last_timeout.lock().unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_deadline_answers_deadline_exceeded_and_resets_upstream() {
+    let b = Backend::start("b1").await;
+    // request_timeout off, so only the client's deadline can end the call.
+    let gw = gateway(&config(&[b.addr.to_string()], "    request_timeout: 0\n")).await;
+    // A raw h2 client, so that the client itself does not enforce the deadline.
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::post(format!("http://{}/synapsor.test.v1.Echo/ServerStream", gw.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "300m")
+        .body(())
+        .unwrap();
+    let (resp, mut body_tx) = send.send_request(req, false).unwrap();
+    // EchoRequest{ reply_count: 100, delay_ms: 100 } encoded by hand: field 2 = 100, field 4 = 100.
+    let msg = [0x10, 100, 0x20, 100];
+    let mut frame = vec![0, 0, 0, 0, msg.len() as u8];
+    frame.extend_from_slice(&msg);
+    body_tx.send_data(frame.into(), true).unwrap();
+    let started = Instant::now();
+    let resp = resp.await.unwrap();
+    let mut body = resp.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "4", "{trailers:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "ended at the deadline, not the stream's end: {took:?}");
+    wait_until(10, "upstream to see the reset", || b.observed.cancelled() == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_bounds_headers_only() {
+    let b = Backend::start("b1").await;
+    let gw = gateway(&config(&[b.addr.to_string()], "    request_timeout: 1s\n")).await;
+    let mut c = gw.client().await;
+    // A healthy 5 s stream: headers at once, then a message every 500 ms.
+    let started = Instant::now();
+    let mut s = c
+        .server_stream(EchoRequest {
+            reply_count: 10,
+            delay_ms: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while let Some(m) = s.next().await {
+        m.expect("the stream is never cut by request_timeout");
+        n += 1;
+    }
+    assert_eq!(n, 10);
+    assert!(started.elapsed() >= Duration::from_millis(4500));
+    // A unary call whose headers take 3 s is cut at 1 s.
+    let st = c
+        .unary(EchoRequest {
+            delay_ms: 3000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::DeadlineExceeded);
+    assert!(st.message().contains("request_timeout"), "{st:?}");
+    wait_until(10, "upstream to see the reset", || b.observed.cancelled() >= 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cancel_reaches_the_upstream() {
+    let b = Backend::start("b1").await;
+    let gw = gateway(&config(&[b.addr.to_string()], "")).await;
+    let mut c = gw.client().await;
+    // Server stream: take two messages, then drop the stream (tonic sends RST_STREAM CANCEL).
+    let mut s = c
+        .server_stream(EchoRequest {
+            reply_count: 1000,
+            delay_ms: 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    s.next().await.unwrap().unwrap();
+    s.next().await.unwrap().unwrap();
+    drop(s);
+    wait_until(10, "upstream to observe the cancel", || b.observed.cancelled() == 1).await;
+    // Unary: cancel while the upstream is still working on it.
+    let mut c2 = c.clone();
+    let call = tokio::spawn(async move {
+        c2.unary(EchoRequest {
+            delay_ms: 5000,
+            ..Default::default()
+        })
+        .await
+    });
+    wait_until(10, "the call to reach the upstream", || b.observed.in_flight() == 1).await;
+    call.abort();
+    wait_until(10, "upstream to observe the second cancel", || {
+        b.observed.cancelled.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    // The gateway counts nothing in flight afterwards.
+    let up = gw.running.upstream("u").unwrap();
+    wait_until(10, "in-flight count back to zero", || {
+        up.endpoints[0].in_flight.load(Ordering::Relaxed) == 0
+    })
+    .await;
+}
