@@ -197,6 +197,11 @@ impl Pool {
         self.inner.conns.load().iter().filter(|c| c.usable(now)).count()
     }
 
+    /// Ids of the connections in the pool (each new connection gets a new id).
+    pub fn connection_ids(&self) -> Vec<u64> {
+        self.inner.conns.load().iter().map(|c| c.id).collect()
+    }
+
     /// Streams open on pooled connections.
     pub fn streams(&self) -> usize {
         self.inner.conns.load().iter().map(|c| c.in_flight()).sum()

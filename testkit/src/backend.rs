@@ -26,6 +26,8 @@ pub struct Observed {
     pub cancelled: AtomicU64,
     /// Calls currently inside a handler.
     pub in_flight: AtomicU64,
+    /// TCP connections accepted so far.
+    pub connections: AtomicU64,
     /// The `grpc-timeout` header of the most recent call, if any.
     pub last_timeout: Mutex<Option<String>>,
     /// The metadata of the most recent call.
@@ -36,6 +38,10 @@ impl Observed {
     /// Calls that reached a handler so far.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
+    }
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
     /// Handlers dropped before they finished so far.
     pub fn cancelled(&self) -> u64 {
@@ -91,6 +97,7 @@ impl Backend {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let threads = opts.threads;
+        let counter = observed.clone();
         std::thread::Builder::new()
             .name(format!("backend-{name}"))
             .spawn(move || {
@@ -115,9 +122,12 @@ impl Backend {
                     if let Some(n) = opts.max_concurrent_streams {
                         builder = builder.max_concurrent_streams(n);
                     }
-                    let serve = builder
-                        .add_service(server)
-                        .serve_with_incoming(TcpListenerStream::new(listener));
+                    let incoming = TcpListenerStream::new(listener).inspect(move |c| {
+                        if c.is_ok() {
+                            counter.connections.fetch_add(1, Ordering::SeqCst);
+                        }
+                    });
+                    let serve = builder.add_service(server).serve_with_incoming(incoming);
                     tokio::select! {
                         _ = serve => {}
                         _ = stop_rx => {}
