@@ -77,15 +77,13 @@ impl Balancer {
     }
 
     fn round_robin(&self, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+        // One tick of the shared counter per call; skipping endpoints out of rotation walks on
+        // from there locally, so concurrent callers cannot make each other miss a live one.
         let n = self.schedule.len();
-        for _ in 0..n {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            let ep = self.schedule[i];
-            if ok(ep) {
-                return Some(ep);
-            }
-        }
-        None
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| self.schedule[(start.wrapping_add(k)) % n])
+            .find(|&ep| ok(ep))
     }
 }
 

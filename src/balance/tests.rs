@@ -110,3 +110,23 @@ fn endpoints_out_of_rotation_are_skipped_and_avoid_is_honoured() {
         assert_eq!(b.pick(&eps, None, &mut rng), None, "{policy:?}");
     }
 }
+
+#[test]
+fn concurrent_round_robin_never_misses_a_live_endpoint() {
+    let eps = endpoints(&[1, 1]);
+    let b = Arc::new(Balancer::new(Balance::RoundRobin, &[1, 1]));
+    eps[0].connect_failed(Duration::from_secs(60));
+    let eps = Arc::new(eps);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (b, eps) = (b.clone(), eps.clone());
+            std::thread::spawn(move || {
+                let mut rng = StdRng::seed_from_u64(2);
+                (0..20_000).all(|_| b.pick(&eps, None, &mut rng) == Some(1))
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap());
+    }
+}
