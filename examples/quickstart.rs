@@ -36,7 +36,10 @@ async fn main() -> anyhow::Result<()> {
     for up in &config.upstreams {
         for ep in &up.endpoints {
             let addr: SocketAddr = ep.address.parse()?;
-            anyhow::ensure!(addr.ip().is_loopback(), "the demo only starts loopback backends");
+            anyhow::ensure!(
+                addr.ip().is_loopback(),
+                "the demo only starts loopback backends"
+            );
             let name = format!("backend-{}", addr.port());
             weights.insert(name.clone(), ep.weight);
             let opts = BackendOptions {
@@ -44,7 +47,10 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             backends.push(Backend::start_with(&name, opts).await);
-            println!("started echo backend {name} on {addr} (weight {})", ep.weight);
+            println!(
+                "started echo backend {name} on {addr} (weight {})",
+                ep.weight
+            );
         }
     }
 
@@ -82,7 +88,11 @@ async fn main() -> anyhow::Result<()> {
                 };
                 match client.unary(req).await {
                     Ok(r) => {
-                        *counts.lock().await.entry(r.into_inner().backend).or_default() += 1;
+                        *counts
+                            .lock()
+                            .await
+                            .entry(r.into_inner().backend)
+                            .or_default() += 1;
                         latencies.lock().await.push(t.elapsed());
                     }
                     Err(_) => errors += 1,
@@ -102,9 +112,14 @@ async fn main() -> anyhow::Result<()> {
 
     let counts = counts.lock().await;
     let total_weight: u32 = weights.values().sum();
-    println!("\n{CALLS} unary calls through synapsor in {elapsed:.2?} ({:.0} calls/s), {errors} errors",
-        CALLS as f64 / elapsed.as_secs_f64());
-    println!("{:<16} {:>8} {:>8} {:>10}", "backend", "calls", "share", "weight share");
+    println!(
+        "\n{CALLS} unary calls through synapsor in {elapsed:.2?} ({:.0} calls/s), {errors} errors",
+        CALLS as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "{:<16} {:>8} {:>8} {:>10}",
+        "backend", "calls", "share", "weight share"
+    );
     for (name, w) in &weights {
         let n = counts.get(name).copied().unwrap_or(0);
         println!(
@@ -121,7 +136,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if !once {
-        println!("\nstill serving on {addr}: point any gRPC client at it. Ctrl-C stops (gracefully).");
+        println!(
+            "\nstill serving on {addr}: point any gRPC client at it. Ctrl-C stops (gracefully)."
+        );
         tokio::signal::ctrl_c().await?;
     }
     running.shutdown().await;

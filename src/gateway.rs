@@ -42,9 +42,8 @@ impl Gateway {
         }
         let admin = if config.admin.enabled {
             Some(
-                server::bind(config.admin.listen).with_context(|| {
-                    format!("admin: cannot listen on {}", config.admin.listen)
-                })?,
+                server::bind(config.admin.listen)
+                    .with_context(|| format!("admin: cannot listen on {}", config.admin.listen))?,
             )
         } else {
             None

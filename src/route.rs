@@ -51,7 +51,9 @@ impl Router {
         for (m, up) in &self.routes {
             let hit = match m {
                 Matcher::PathPrefix(p) => req.uri.path().starts_with(p.as_str()),
-                Matcher::Metadata(name, value) => req.headers.get_all(name).iter().any(|v| v == value),
+                Matcher::Metadata(name, value) => {
+                    req.headers.get_all(name).iter().any(|v| v == value)
+                }
             };
             if hit {
                 return Some(up);

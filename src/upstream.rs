@@ -56,8 +56,6 @@ impl Upstream {
 
     /// True when some endpoint has an open connection.
     pub fn connected(&self) -> bool {
-        self.endpoints
-            .iter()
-            .any(|e| e.pool.open_connections() > 0)
+        self.endpoints.iter().any(|e| e.pool.open_connections() > 0)
     }
 }

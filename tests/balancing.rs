@@ -22,7 +22,11 @@ async fn spread(gw: &support::TestGateway, calls: usize) -> HashMap<String, usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_weight_honours_weights() {
-    let bs = [Backend::start("a").await, Backend::start("b").await, Backend::start("c").await];
+    let bs = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
     let eps: Vec<String> = bs
         .iter()
         .zip([1, 2, 5])
@@ -35,13 +39,20 @@ async fn random_weight_honours_weights() {
     // so a 0.04 band is five of them: this fails only if weights are ignored.
     for (name, want) in [("a", 0.125), ("b", 0.25), ("c", 0.625)] {
         let got = counts.get(name).copied().unwrap_or(0) as f64 / n as f64;
-        assert!((got - want).abs() < 0.04, "{name}: {got:.3} vs {want} ({counts:?})");
+        assert!(
+            (got - want).abs() < 0.04,
+            "{name}: {got:.3} vs {want} ({counts:?})"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_is_exact_over_whole_periods() {
-    let bs = [Backend::start("a").await, Backend::start("b").await, Backend::start("c").await];
+    let bs = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
     let eps: Vec<String> = bs
         .iter()
         .zip([3, 1, 1])

@@ -34,10 +34,22 @@ async fn upstream_sees_a_timeout_no_larger_than_the_clients() {
     let mut r = Request::new(EchoRequest::default());
     r.set_timeout(Duration::from_millis(1500));
     c.unary(r).await.unwrap();
-    let seen = b.observed.last_timeout.lock().unwrap().clone().expect("grpc-timeout forwarded");
+    let seen = b
+        .observed
+        .last_timeout
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("grpc-timeout forwarded");
     let d = parse_grpc_timeout(&seen);
-    assert!(d <= Duration::from_millis(1500), "{seen} is larger than the client's 1500m");
-    assert!(d > Duration::from_millis(500), "{seen}: the budget should be mostly left");
+    assert!(
+        d <= Duration::from_millis(1500),
+        "{seen} is larger than the client's 1500m"
+    );
+    assert!(
+        d > Duration::from_millis(500),
+        "{seen}: the budget should be mostly left"
+    );
     // No client deadline: none invented.
     c.unary(EchoRequest::default()).await.unwrap();
     assert!(b.observed.last_timeout.lock().unwrap().is_none());
@@ -53,12 +65,15 @@ async fn expired_deadline_answers_deadline_exceeded_and_resets_upstream() {
     let (send, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
     let mut send = send.ready().await.unwrap();
-    let req = http::Request::post(format!("http://{}/synapsor.test.v1.Echo/ServerStream", gw.addr))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", "300m")
-        .body(())
-        .unwrap();
+    let req = http::Request::post(format!(
+        "http://{}/synapsor.test.v1.Echo/ServerStream",
+        gw.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("grpc-timeout", "300m")
+    .body(())
+    .unwrap();
     let (resp, mut body_tx) = send.send_request(req, false).unwrap();
     // EchoRequest{ reply_count: 100, delay_ms: 100 } encoded by hand: field 2 = 100, field 4 = 100.
     let msg = [0x10, 100, 0x20, 100];
@@ -75,8 +90,14 @@ async fn expired_deadline_answers_deadline_exceeded_and_resets_upstream() {
     let trailers = body.trailers().await.unwrap().expect("trailers");
     assert_eq!(trailers["grpc-status"], "4", "{trailers:?}");
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(5), "ended at the deadline, not the stream's end: {took:?}");
-    wait_until(10, "upstream to see the reset", || b.observed.cancelled() == 1).await;
+    assert!(
+        took < Duration::from_secs(5),
+        "ended at the deadline, not the stream's end: {took:?}"
+    );
+    wait_until(10, "upstream to see the reset", || {
+        b.observed.cancelled() == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +133,10 @@ async fn request_timeout_bounds_headers_only() {
         .unwrap_err();
     assert_eq!(st.code(), Code::DeadlineExceeded);
     assert!(st.message().contains("request_timeout"), "{st:?}");
-    wait_until(10, "upstream to see the reset", || b.observed.cancelled() >= 1).await;
+    wait_until(10, "upstream to see the reset", || {
+        b.observed.cancelled() >= 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +157,10 @@ async fn client_cancel_reaches_the_upstream() {
     s.next().await.unwrap().unwrap();
     s.next().await.unwrap().unwrap();
     drop(s);
-    wait_until(10, "upstream to observe the cancel", || b.observed.cancelled() == 1).await;
+    wait_until(10, "upstream to observe the cancel", || {
+        b.observed.cancelled() == 1
+    })
+    .await;
     // Unary: cancel while the upstream is still working on it.
     let mut c2 = c.clone();
     let call = tokio::spawn(async move {
@@ -143,7 +170,10 @@ async fn client_cancel_reaches_the_upstream() {
         })
         .await
     });
-    wait_until(10, "the call to reach the upstream", || b.observed.in_flight() == 1).await;
+    wait_until(10, "the call to reach the upstream", || {
+        b.observed.in_flight() == 1
+    })
+    .await;
     call.abort();
     wait_until(10, "upstream to observe the second cancel", || {
         b.observed.cancelled.load(Ordering::SeqCst) == 2

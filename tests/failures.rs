@@ -15,13 +15,20 @@ use tonic::Code;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_is_unavailable_naming_the_upstream() {
     let dead = free_port();
-    let gw = gateway(&config(&[dead.to_string()], "    pool: { dial_timeout: 1s }\n")).await;
+    let gw = gateway(&config(
+        &[dead.to_string()],
+        "    pool: { dial_timeout: 1s }\n",
+    ))
+    .await;
     let mut c = gw.client().await;
     let started = Instant::now();
     let st = c.unary(EchoRequest::default()).await.unwrap_err();
     assert_eq!(st.code(), Code::Unavailable, "{st:?}");
     assert!(st.message().contains("upstream u"), "{st:?}");
-    assert!(started.elapsed() < Duration::from_secs(2), "within dial_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "within dial_timeout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +39,10 @@ async fn endpoint_down_at_start_joins_when_it_comes_up() {
         "    pool: { dial_timeout: 1s, backoff_max_delay: 200ms }\n",
     ))
     .await;
-    assert!(gw.running.readiness().is_err(), "not ready without an endpoint");
+    assert!(
+        gw.running.readiness().is_err(),
+        "not ready without an endpoint"
+    );
     let mut c = gw.client().await;
     let st = c.unary(EchoRequest::default()).await.unwrap_err();
     assert_eq!(st.code(), Code::Unavailable);
@@ -50,7 +60,10 @@ async fn endpoint_down_at_start_joins_when_it_comes_up() {
             assert_eq!(r.get_ref().backend, "late");
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "endpoint never joined");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "endpoint never joined"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     support::wait_until(10, "readiness", || gw.running.readiness().is_ok()).await;
@@ -115,11 +128,22 @@ async fn killed_endpoint_fails_only_its_in_flight_calls() {
     for w in workers {
         codes.extend(w.await.unwrap());
     }
-    eprintln!("unary ok {} failed {}", ok.load(Ordering::Relaxed), codes.len());
+    eprintln!(
+        "unary ok {} failed {}",
+        ok.load(Ordering::Relaxed),
+        codes.len()
+    );
     // At most the calls in flight on a at the kill can fail (8 workers, one call each).
-    assert!(codes.len() <= 8, "{} unary calls failed: {codes:?}", codes.len());
+    assert!(
+        codes.len() <= 8,
+        "{} unary calls failed: {codes:?}",
+        codes.len()
+    );
     assert!(codes.iter().all(|c| c.0 == Code::Unavailable), "{codes:?}");
-    assert!(ok.load(Ordering::Relaxed) > killed_at + 50, "calls went on after the kill");
+    assert!(
+        ok.load(Ordering::Relaxed) > killed_at + 50,
+        "calls went on after the kill"
+    );
     // The long streams on a ended with UNAVAILABLE; those on b are untouched.
     for (backend, mut s) in long {
         let next = tokio::time::timeout(Duration::from_secs(10), async {
@@ -142,6 +166,13 @@ async fn killed_endpoint_fails_only_its_in_flight_calls() {
     // New calls all go to b.
     let mut c = c.clone();
     for _ in 0..20 {
-        assert_eq!(c.unary(EchoRequest::default()).await.unwrap().get_ref().backend, "b");
+        assert_eq!(
+            c.unary(EchoRequest::default())
+                .await
+                .unwrap()
+                .get_ref()
+                .backend,
+            "b"
+        );
     }
 }

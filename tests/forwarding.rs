@@ -28,13 +28,20 @@ async fn unary_carries_payload_and_metadata_both_ways() {
     let mut c = gw.client().await;
     let mut r = Request::new(req(b"hello"));
     r.metadata_mut().insert("x-user", "alice".parse().unwrap());
-    r.metadata_mut()
-        .insert_bin("x-blob-bin", MetadataValue::from_bytes(&[0, 1, 2, 255, 10, 13]));
+    r.metadata_mut().insert_bin(
+        "x-blob-bin",
+        MetadataValue::from_bytes(&[0, 1, 2, 255, 10, 13]),
+    );
     let resp = c.unary(r).await.expect("unary through the gateway");
     assert_eq!(resp.get_ref().payload, b"hello");
     assert_eq!(resp.get_ref().backend, "b1");
     assert_eq!(resp.metadata().get("x-user").unwrap(), "alice");
-    let bin = resp.metadata().get_bin("x-blob-bin").unwrap().to_bytes().unwrap();
+    let bin = resp
+        .metadata()
+        .get_bin("x-blob-bin")
+        .unwrap()
+        .to_bytes()
+        .unwrap();
     assert_eq!(&bin[..], &[0, 1, 2, 255, 10, 13]);
     let seen = b.observed.last_metadata.lock().unwrap().clone().unwrap();
     assert_eq!(seen.get("x-user").unwrap(), "alice");
@@ -57,7 +64,7 @@ async fn status_message_details_and_trailers_pass_through_unchanged() {
     let st = c.unary(r).await.expect_err("status");
     assert_eq!(st.code(), Code::FailedPrecondition);
     assert_eq!(st.message(), "nope: ü 100% \n done");
-    assert_eq!(&st.details()[..], &[8, 9, 0, 255]);
+    assert_eq!(st.details(), &[8, 9, 0, 255]);
     assert_eq!(st.metadata().get("x-trailer").unwrap(), "failed");
 }
 
@@ -75,7 +82,11 @@ async fn server_streaming_then_status_in_trailers() {
     });
     r.metadata_mut().insert("x-req", "s".parse().unwrap());
     let resp = c.server_stream(r).await.unwrap();
-    assert_eq!(resp.metadata().get("x-req").unwrap(), "s", "headers before messages");
+    assert_eq!(
+        resp.metadata().get("x-req").unwrap(),
+        "s",
+        "headers before messages"
+    );
     let mut stream = resp.into_inner();
     let mut seqs = Vec::new();
     let end = loop {
@@ -160,7 +171,8 @@ async fn upstream_status_before_client_half_close_is_not_cancelled() {
                 }
             }
         });
-        t.await.expect("the call ends although the client never half-closed");
+        t.await
+            .expect("the call ends although the client never half-closed");
         assert_eq!(got, expect);
         drop(tx); // the client's side was open the whole time
     }
@@ -172,10 +184,13 @@ async fn upstream_status_before_client_half_close_is_not_cancelled() {
     })
     .await
     .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), c.client_stream(ReceiverStream::new(rx)))
-        .await
-        .expect("answer in time")
-        .expect("OK, not CANCELLED");
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.client_stream(ReceiverStream::new(rx)),
+    )
+    .await
+    .expect("answer in time")
+    .expect("OK, not CANCELLED");
     assert_eq!(resp.get_ref().messages_received, 1);
     drop(tx);
 }

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{config, gateway, wait_until};
-use synapsor_testkit::{Backend, BackendOptions, EchoRequest, EchoReply};
+use synapsor_testkit::{Backend, BackendOptions, EchoReply, EchoRequest};
 use tokio_stream::StreamExt;
 use tonic::{Code, Streaming};
 
@@ -23,7 +23,9 @@ async fn limited_backend(max_streams: u32) -> Backend {
 }
 
 /// Opens a long server stream and waits for its first message (so it is really open).
-async fn hold(c: &mut synapsor_testkit::EchoClient<tonic::transport::Channel>) -> Streaming<EchoReply> {
+async fn hold(
+    c: &mut synapsor_testkit::EchoClient<tonic::transport::Channel>,
+) -> Streaming<EchoReply> {
     let mut s = c
         .server_stream(EchoRequest {
             reply_count: 100_000,
@@ -49,10 +51,18 @@ async fn pool_expands_past_the_peers_stream_limit() {
     let mut held = Vec::new();
     for _ in 0..6 {
         // Each stream gets its first message: none waits behind the peer's limit of 2.
-        held.push(tokio::time::timeout(Duration::from_secs(10), hold(&mut c)).await.expect("not queued"));
+        held.push(
+            tokio::time::timeout(Duration::from_secs(10), hold(&mut c))
+                .await
+                .expect("not queued"),
+        );
     }
     assert_eq!(b.observed.in_flight(), 6);
-    assert!(gw.open_connections("u", 0) >= 3, "{} connections", gw.open_connections("u", 0));
+    assert!(
+        gw.open_connections("u", 0) >= 3,
+        "{} connections",
+        gw.open_connections("u", 0)
+    );
     assert!(b.observed.connections() >= 3);
 }
 
@@ -70,8 +80,15 @@ async fn strict_pool_queues_then_answers_resource_exhausted() {
     let st = c.unary(EchoRequest::default()).await.unwrap_err();
     assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
     assert!(st.message().contains("upstream u"), "{st:?}");
-    assert!(started.elapsed() >= Duration::from_millis(250), "waited in the queue first");
-    assert_eq!(b.observed.connections(), 1, "strict never opens past the maximum");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "waited in the queue first"
+    );
+    assert_eq!(
+        b.observed.connections(),
+        1,
+        "strict never opens past the maximum"
+    );
     // A queued call gets the slot as soon as it frees.
     let mut c2 = c.clone();
     let queued = tokio::spawn(async move {
@@ -97,7 +114,10 @@ async fn loose_pool_overflows_then_closes_the_extra_connection() {
     .await;
     let mut c = gw.client().await;
     let s = hold(&mut c).await;
-    let r = c.unary(EchoRequest::default()).await.expect("loose opens an extra connection");
+    let r = c
+        .unary(EchoRequest::default())
+        .await
+        .expect("loose opens an extra connection");
     assert_eq!(r.get_ref().backend, "b");
     assert_eq!(b.observed.connections(), 2);
     wait_until(10, "the idle overflow connection to close", || {
@@ -158,8 +178,15 @@ async fn max_lifetime_retires_connections_without_cutting_streams() {
     assert_eq!(n, 15);
     let now = up.endpoints[0].pool.connection_ids();
     assert!(!now.is_empty());
-    assert!(now.iter().all(|id| !first.contains(id)), "{first:?} -> {now:?}");
-    assert!(b.observed.connections() >= 3, "{} connections", b.observed.connections());
+    assert!(
+        now.iter().all(|id| !first.contains(id)),
+        "{first:?} -> {now:?}"
+    );
+    assert!(
+        b.observed.connections() >= 3,
+        "{} connections",
+        b.observed.connections()
+    );
     c.unary(EchoRequest::default()).await.unwrap();
 }
 
@@ -190,7 +217,11 @@ async fn quiet_stream_survives_many_keepalive_periods() {
         n += 1;
     }
     assert_eq!(n, 3);
-    assert_eq!(up.endpoints[0].pool.connection_ids(), ids, "the same connection throughout");
+    assert_eq!(
+        up.endpoints[0].pool.connection_ids(),
+        ids,
+        "the same connection throughout"
+    );
     assert_eq!(b.observed.connections(), 1);
 }
 

@@ -41,7 +41,10 @@ impl AdminState {
         if down.is_empty() {
             Ok(())
         } else {
-            Err(format!("no connected endpoint in upstream(s): {}", down.join(", ")))
+            Err(format!(
+                "no connected endpoint in upstream(s): {}",
+                down.join(", ")
+            ))
         }
     }
 }
@@ -86,7 +89,10 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => match state.readiness() {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
         },
         "/config" => text(StatusCode::OK, state.config_yaml.clone()),
         _ => text(

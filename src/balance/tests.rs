@@ -20,7 +20,10 @@ fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
                 address: format!("127.0.0.1:{}", 1000 + i),
                 weight: w,
             };
-            Arc::new(Endpoint::new(&spec, Pool::new(settings.clone(), shared.clone(), &spec.address)))
+            Arc::new(Endpoint::new(
+                &spec,
+                Pool::new(settings.clone(), shared.clone(), &spec.address),
+            ))
         })
         .collect()
 }
@@ -50,7 +53,9 @@ fn round_robin_is_smooth_and_exact() {
     let eps = endpoints(&[5, 1, 1]);
     let b = Balancer::new(Balance::RoundRobin, &[5, 1, 1]);
     let mut rng = StdRng::seed_from_u64(1);
-    let seq: Vec<usize> = (0..14).map(|_| b.pick(&eps, None, &mut rng).unwrap()).collect();
+    let seq: Vec<usize> = (0..14)
+        .map(|_| b.pick(&eps, None, &mut rng).unwrap())
+        .collect();
     // Every window of 7 picks holds exactly 5, 1, 1 — and never 3 of the heavy one in a row
     // would be allowed to starve the others for a whole period.
     for w in seq.windows(7) {
@@ -80,11 +85,16 @@ fn least_request_prefers_fewest_in_flight_per_weight() {
 fn p2c_ewma_avoids_the_slow_endpoint() {
     let eps = endpoints(&[1, 1, 1]);
     let b = Balancer::new(Balance::P2cEwma, &[1, 1, 1]);
-    eps[0].latency.observe(Duration::from_millis(200).as_nanos() as u64);
+    eps[0]
+        .latency
+        .observe(Duration::from_millis(200).as_nanos() as u64);
     let s = shares(&b, &eps, 30_000, 9);
     // Endpoint 0 loses every comparison, so it is only picked... never.
     assert_eq!(s[0], 0.0, "{s:?}");
-    assert!((s[1] - 0.5).abs() < 0.05 && (s[2] - 0.5).abs() < 0.05, "{s:?}");
+    assert!(
+        (s[1] - 0.5).abs() < 0.05 && (s[2] - 0.5).abs() < 0.05,
+        "{s:?}"
+    );
 }
 
 #[test]

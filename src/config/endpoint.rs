@@ -70,7 +70,9 @@ impl<'de> Deserialize<'de> for EndpointSpec {
         impl<'de> Visitor<'de> for V {
             type Value = EndpointSpec;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an endpoint: \"host:port#weight\" or { address: host:port, weight: N }")
+                f.write_str(
+                    "an endpoint: \"host:port#weight\" or { address: host:port, weight: N }",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EndpointSpec, E> {
                 EndpointSpec::parse(v).map_err(E::custom)
@@ -108,9 +110,17 @@ mod tests {
         let e = EndpointSpec::parse("10.0.0.5:50051#10").unwrap();
         assert_eq!((e.address.as_str(), e.weight), ("10.0.0.5:50051", 10));
         assert_eq!(EndpointSpec::parse("backend-2:50051").unwrap().weight, 1);
-        assert!(EndpointSpec::parse("backend-2").unwrap_err().contains("no port"));
-        assert!(EndpointSpec::parse("h:1#0").unwrap_err().contains("weight 0"));
-        assert!(EndpointSpec::parse("h:99999").unwrap_err().contains("invalid port"));
-        assert!(EndpointSpec::parse("h:1#x").unwrap_err().contains("invalid weight"));
+        assert!(EndpointSpec::parse("backend-2")
+            .unwrap_err()
+            .contains("no port"));
+        assert!(EndpointSpec::parse("h:1#0")
+            .unwrap_err()
+            .contains("weight 0"));
+        assert!(EndpointSpec::parse("h:99999")
+            .unwrap_err()
+            .contains("invalid port"));
+        assert!(EndpointSpec::parse("h:1#x")
+            .unwrap_err()
+            .contains("invalid weight"));
     }
 }

@@ -44,7 +44,10 @@ pub fn locate(text: &str) -> HashMap<String, (usize, usize)> {
         let at = (mark.line(), mark.col() + 1);
         let is_node = matches!(
             event,
-            Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) | Event::Alias(_)
+            Event::Scalar(..)
+                | Event::MappingStart(..)
+                | Event::SequenceStart(..)
+                | Event::Alias(_)
         );
         if is_node {
             if let Some(Frame::Map { key }) = stack.last_mut() {

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 pub use duration::{parse_duration, Dur};
 pub use endpoint::{EndpointSpec, MAX_WEIGHT};
 pub use model::{
-    AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode,
-    RouteConfig, UpstreamConfig,
+    AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode, RouteConfig,
+    UpstreamConfig,
 };
 
 /// A configuration error: where it is, which field, and what is wrong.

@@ -78,6 +78,19 @@ pub struct ListenerConfig {
     /// How long a new connection may take to send the HTTP/2 preface.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout: Dur,
+    /// Interval of the gateway's PINGs to each client connection; `0` turns them off.
+    #[serde(default = "default_client_keepalive")]
+    pub keepalive_time: Dur,
+    /// A client connection that does not answer a PING within this is closed.
+    #[serde(default = "default_client_keepalive_timeout")]
+    pub keepalive_timeout: Dur,
+}
+
+fn default_client_keepalive() -> Dur {
+    Dur::secs(60)
+}
+fn default_client_keepalive_timeout() -> Dur {
+    Dur::secs(20)
 }
 
 fn default_drain() -> Dur {

@@ -197,10 +197,7 @@ impl SeedFile {
             origin.push(i);
             upstreams.push(UpstreamConfig {
                 name: e.name.clone(),
-                balance: e
-                    .proxy_model
-                    .map(|m| m.0)
-                    .unwrap_or(Balance::RandomWeight),
+                balance: e.proxy_model.map(|m| m.0).unwrap_or(Balance::RandomWeight),
                 endpoints: e.endpoints,
                 request_timeout: e.request_timeout.unwrap_or(Dur::secs(30)),
                 pool,

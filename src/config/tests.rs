@@ -54,7 +54,11 @@ fn unknown_upstream_is_located_after_parsing() {
     let e = err(&MINIMAL.replace("    upstream: u", "    upstream: nope"));
     assert_eq!(e.field, "listeners[0].upstream");
     assert_eq!(e.location.unwrap().0, 4);
-    assert!(e.message.contains("no upstream is named \"nope\" (upstreams: u)"), "{e}");
+    assert!(
+        e.message
+            .contains("no upstream is named \"nope\" (upstreams: u)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -73,20 +77,27 @@ fn endpoint_errors() {
 
 #[test]
 fn semantic_errors() {
-    let pool = |p: &str| MINIMAL.replace("    endpoints:", &format!("    pool: {p}\n    endpoints:"));
+    let pool =
+        |p: &str| MINIMAL.replace("    endpoints:", &format!("    pool: {p}\n    endpoints:"));
     let e = err(&pool("{ min_connections: 9, max_connections: 2 }"));
     assert_eq!(e.field, "upstreams[0].pool.min_connections");
     assert!(e.message.contains("larger than max_connections"), "{e}");
     let e = err(&pool("{ mode: lenient }"));
     assert!(e.message.contains("unknown variant `lenient`"), "{e}");
-    let e = err(&MINIMAL.replace("upstreams:", "  - name: l\n    listen: 127.0.0.1:1\n    upstream: u\nupstreams:"));
+    let e = err(&MINIMAL.replace(
+        "upstreams:",
+        "  - name: l\n    listen: 127.0.0.1:1\n    upstream: u\nupstreams:",
+    ));
     assert!(e.message.contains("duplicate listener name"), "{e}");
     let e = err(&MINIMAL.replace(
         "    upstream: u\n",
         "    upstream: u\n    routes: [ { path_prefix: /a, metadata: { name: x, value: y }, upstream: u } ]\n",
     ));
     assert_eq!(e.field, "listeners[0].routes[0]");
-    assert!(e.message.contains("exactly one of path_prefix or metadata"), "{e}");
+    assert!(
+        e.message.contains("exactly one of path_prefix or metadata"),
+        "{e}"
+    );
     let e = err(&MINIMAL.replace(
         "    upstream: u\n",
         "    upstream: u\n    routes: [ { path_prefix: pkg.Svc/, upstream: u } ]\n",
@@ -151,22 +162,37 @@ fn original_format_is_mapped() {
     assert_eq!((p.min_connections, p.max_connections), (10, 10));
     assert_eq!(p.dial_timeout, Dur::secs(5));
     assert_eq!(p.backoff_max_delay, Dur::secs(3));
-    assert_eq!((p.keepalive_time, p.keepalive_timeout), (Dur::secs(5), Dur::secs(10)));
-    assert_eq!((p.idle_timeout, p.max_lifetime), (Dur::secs(10), Dur::secs(60)));
+    assert_eq!(
+        (p.keepalive_time, p.keepalive_timeout),
+        (Dur::secs(5), Dur::secs(10))
+    );
+    assert_eq!(
+        (p.idle_timeout, p.max_lifetime),
+        (Dur::secs(10), Dur::secs(60))
+    );
     assert!(p.reuse);
     let (l2, u2) = (&c.listeners[1], &c.upstreams[1]);
     assert_eq!(l2.listen.port(), 30881);
     assert_eq!(u2.balance, Balance::LeastRequest);
     assert_eq!(u2.pool.mode, PoolMode::Strict);
-    assert!(loaded.warnings.iter().any(|w| w.contains("ENABLED is false, entry skipped")));
-    assert!(loaded.warnings.iter().any(|w| w.contains("POOL_ENABLED has no effect")));
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.contains("ENABLED is false, entry skipped")));
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.contains("POOL_ENABLED has no effect")));
 }
 
 #[test]
 fn original_format_errors_name_the_key() {
     let e = err(&SEED.replace("POOL_MODEL: 1", "POOL_MODEL: 3"));
     assert_eq!(e.field, "proxy.proxy_list[0].POOL_MODEL");
-    assert!(e.message.contains("use 0 (STRICT_MODE) or 1 (LOOSE_MODE)"), "{e}");
+    assert!(
+        e.message.contains("use 0 (STRICT_MODE) or 1 (LOOSE_MODE)"),
+        "{e}"
+    );
     let e = err(&SEED.replace("PROXY_MODEL: 'randomWeight'", "PROXY_MODEL: 'fastest'"));
     assert!(e.message.contains("use randomWeight or minConn"), "{e}");
     let e = err(&SEED.replace("DIAL_TIMEOUT: 5", "DIAL_TIMEOUT: 5\n      DAIL_TIMEOUT: 5"));
@@ -174,5 +200,9 @@ fn original_format_errors_name_the_key() {
     assert_eq!(e.location.unwrap().0, 9);
     let e = err(&SEED.replace("PROXY_PORT: '30880'", "PROXY_PORT: '30881'"));
     assert!(e.message.contains("used by two listeners"), "{e}");
-    assert_eq!(e.location.unwrap().0, 26, "points at the entry's PROXY_PORT: {e}");
+    assert_eq!(
+        e.location.unwrap().0,
+        26,
+        "points at the entry's PROXY_PORT: {e}"
+    );
 }

@@ -53,7 +53,10 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             return Err((at("pool.dial_timeout"), "must be more than 0".into()));
         }
         if p.mode == PoolMode::Strict && p.queue_timeout.0.is_zero() {
-            return Err((at("pool.queue_timeout"), "must be more than 0 in strict mode".into()));
+            return Err((
+                at("pool.queue_timeout"),
+                "must be more than 0 in strict mode".into(),
+            ));
         }
         if p.queue_size == 0 || p.queue_size > 1_000_000 {
             return Err((at("pool.queue_size"), "must be from 1 to 1000000".into()));
@@ -80,7 +83,10 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
         }
         // Port 0 (any free port, as tests use) can never clash.
         if l.listen.port() != 0 && !addrs.insert(l.listen) {
-            return Err((at("listen"), format!("{} is used by two listeners", l.listen)));
+            return Err((
+                at("listen"),
+                format!("{} is used by two listeners", l.listen),
+            ));
         }
         if c.admin.enabled && l.listen.port() != 0 && l.listen == c.admin.listen {
             return Err((at("listen"), format!("{} is the admin address", l.listen)));

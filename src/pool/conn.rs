@@ -74,7 +74,8 @@ impl Conn {
     /// Gives a stream slot back; returns true when the connection became idle.
     pub fn release(&self) -> bool {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle_since.store(clock::now_ms().max(1), Ordering::Relaxed);
+            self.idle_since
+                .store(clock::now_ms().max(1), Ordering::Relaxed);
             true
         } else {
             false
@@ -188,8 +189,12 @@ async fn drive(
     };
     shared.closed.store(true, Ordering::Relaxed);
     match result {
-        Ok(()) => tracing::debug!(upstream = %pool.upstream, endpoint = %pool.address, conn = id, "connection closed"),
-        Err(e) => tracing::debug!(upstream = %pool.upstream, endpoint = %pool.address, conn = id, error = %e, "connection ended"),
+        Ok(()) => {
+            tracing::debug!(upstream = %pool.upstream, endpoint = %pool.address, conn = id, "connection closed")
+        }
+        Err(e) => {
+            tracing::debug!(upstream = %pool.upstream, endpoint = %pool.address, conn = id, error = %e, "connection ended")
+        }
     }
     pool.remove(id);
 }

@@ -44,8 +44,7 @@ pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
         let mut sleep_for = tick;
         if s.reuse && open < s.min {
             if ep.available() {
-                if p
-                    .dialing
+                if p.dialing
                     .compare_exchange(
                         0,
                         1,

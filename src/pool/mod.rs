@@ -194,7 +194,12 @@ impl Pool {
     /// Open connections (those that take new streams).
     pub fn open_connections(&self) -> usize {
         let now = clock::now_ms();
-        self.inner.conns.load().iter().filter(|c| c.usable(now)).count()
+        self.inner
+            .conns
+            .load()
+            .iter()
+            .filter(|c| c.usable(now))
+            .count()
     }
 
     /// Ids of the connections in the pool (each new connection gets a new id).
@@ -226,8 +231,7 @@ impl Pool {
             let open = p.conns.load().iter().filter(|c| c.usable(now)).count();
             let may_dial = open < p.settings.max || p.settings.mode == PoolMode::Loose;
             if may_dial
-                && p
-                    .dialing
+                && p.dialing
                     .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
@@ -280,9 +284,7 @@ impl Pool {
                 return Err(AcquireError::Connect("connecting failed".into()));
             }
             if !waited {
-                return Err(AcquireError::Connect(format!(
-                    "timed out after {limit:?}"
-                )));
+                return Err(AcquireError::Connect(format!("timed out after {limit:?}")));
             }
         }
     }
@@ -351,8 +353,7 @@ impl PoolInner {
         let g = &self.group;
         let now = g.ping_interval_ms.load(Ordering::Relaxed);
         let doubled = now.saturating_mul(2).min(3_600_000);
-        if g
-            .ping_interval_ms
+        if g.ping_interval_ms
             .compare_exchange(now, doubled, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
             && !g.warned_pings.swap(true, Ordering::Relaxed)

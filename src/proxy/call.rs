@@ -156,7 +156,9 @@ impl Call {
                 }
                 if !req_broken {
                     match dir.poll_forward(cx, &mut opened.send) {
-                        Poll::Ready(Err(DirError::Src(_))) => return Poll::Ready(Headers::ClientGone),
+                        Poll::Ready(Err(DirError::Src(_))) => {
+                            return Poll::Ready(Headers::ClientGone)
+                        }
                         Poll::Ready(Err(DirError::Dst(_))) => req_broken = true,
                         _ => {}
                     }
@@ -238,7 +240,9 @@ impl Call {
                     Poll::Ready(Err(DirError::Src(e))) => {
                         return Poll::Ready(Streaming::UpstreamFailed(e))
                     }
-                    Poll::Ready(Err(DirError::Dst(_))) => return Poll::Ready(Streaming::ClientGone),
+                    Poll::Ready(Err(DirError::Dst(_))) => {
+                        return Poll::Ready(Streaming::ClientGone)
+                    }
                     Poll::Pending => {}
                 }
                 if let Some(d) = deadline.as_mut() {

@@ -34,6 +34,8 @@ pub struct ListenerSettings {
     pub max_header_list_size: u32,
     /// Time allowed for the client preface.
     pub handshake_timeout: Duration,
+    /// PING interval towards clients (`None`: off) and the time allowed for the answer.
+    pub keepalive: Option<(Duration, Duration)>,
 }
 
 impl ListenerSettings {
@@ -44,6 +46,10 @@ impl ListenerSettings {
             max_concurrent_streams: c.max_concurrent_streams,
             max_header_list_size: c.max_header_list_size,
             handshake_timeout: c.handshake_timeout.0,
+            keepalive: c
+                .keepalive_time
+                .nonzero()
+                .map(|t| (t, c.keepalive_timeout.0)),
         }
     }
 }
@@ -145,6 +151,9 @@ async fn serve_conn(
     if draining {
         conn.graceful_shutdown();
     }
+    let pings = conn.ping_pong().expect("first ping_pong");
+    let keepalive = client_keepalive(pings, settings.keepalive);
+    tokio::pin!(keepalive);
     loop {
         tokio::select! {
             r = conn.accept() => match r {
@@ -162,6 +171,28 @@ async fn serve_conn(
                 draining = true;
                 conn.graceful_shutdown();
             }
+            why = &mut keepalive => {
+                tracing::debug!(%peer, "closing client connection: {why}");
+                break;
+            }
+        }
+    }
+}
+
+/// PINGs the client every interval; returns when one goes unanswered (a dead or stuck peer).
+async fn client_keepalive(
+    mut ping: h2::PingPong,
+    keepalive: Option<(Duration, Duration)>,
+) -> String {
+    let Some((interval, timeout)) = keepalive else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("PING failed: {e}"),
+            Err(_) => return format!("PING not answered within {timeout:?}"),
         }
     }
 }

@@ -215,7 +215,11 @@ fn failure(req: &EchoRequest) -> Option<Status> {
     let mut status = if req.fail_details.is_empty() {
         Status::new(code, req.fail_message.clone())
     } else {
-        Status::with_details(code, req.fail_message.clone(), req.fail_details.clone().into())
+        Status::with_details(
+            code,
+            req.fail_message.clone(),
+            req.fail_details.clone().into(),
+        )
     };
     status
         .metadata_mut()

@@ -1,0 +1,131 @@
+//! The `synapsor` binary: `check` on every bundled config and on bad ones (file, line, field),
+//! `version`, and `run` draining gracefully on SIGTERM with a call in flight, exiting 0.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use synapsor_testkit::{Backend, EchoRequest};
+
+fn synapsor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_synapsor"))
+}
+
+#[test]
+fn every_file_under_config_is_valid() {
+    let mut files = Vec::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("config")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        synapsor::config::load(&f).unwrap_or_else(|e| panic!("{e}"));
+        let out = synapsor().args(["check", "-c"]).arg(&f).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_reports_file_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("synapsor-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listeners:\n  - name: l\n    listen: 127.0.0.1:1\n    upstream: u\nupstreams:\n  - name: u\n    endpoints: [ \"a:1\" ]\n    pool: { mode: sloppy }\n",
+    )
+    .unwrap();
+    let out = synapsor().args(["check", "-c"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:8:"), "{err}");
+    assert!(err.contains("upstreams[0].pool.mode"), "{err}");
+    assert!(err.contains("unknown variant `sloppy`"), "{err}");
+    let out = synapsor()
+        .args(["check", "-c", "/nonexistent/x.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
+    let out = synapsor().arg("version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("synapsor "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_drains_on_sigterm_and_exits_zero() {
+    let b = Backend::start("b").await;
+    let (listen, admin) = (support::free_port(), support::free_port());
+    let dir = std::env::temp_dir().join(format!("synapsor-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("run.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "admin: {{ listen: {admin} }}\nlisteners:\n  - {{ name: l, listen: {listen}, upstream: u, drain_timeout: 10s }}\nupstreams:\n  - {{ name: u, endpoints: [ \"{}\" ] }}\n",
+            b.addr
+        ),
+    )
+    .unwrap();
+    let mut child = synapsor()
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while support::http_get_opt(admin, "/readyz").await != Some(200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "gateway never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = synapsor_testkit::client(listen).await;
+    let call = tokio::spawn(async move {
+        c.unary(EchoRequest {
+            delay_ms: 1000,
+            ..Default::default()
+        })
+        .await
+    });
+    support::wait_until(10, "the call to reach the backend", || {
+        b.observed.in_flight() == 1
+    })
+    .await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    call.await
+        .unwrap()
+        .expect("the call in flight finished during the drain");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "gateway did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
