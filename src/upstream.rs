@@ -22,6 +22,9 @@ pub struct Upstream {
     pub request_timeout: Option<Duration>,
     /// Backoff cap after connect failures.
     pub backoff_max: Duration,
+    /// State shared by the group's pools (the current keepalive interval).
+    pub shared: Arc<UpstreamShared>,
+    min_connections: usize,
 }
 
 impl Upstream {
@@ -44,6 +47,8 @@ impl Upstream {
             balancer: Balancer::new(cfg.balance, &weights),
             request_timeout: cfg.request_timeout.nonzero(),
             backoff_max: settings.backoff_max,
+            shared,
+            min_connections: settings.min,
         })
     }
 
@@ -54,8 +59,12 @@ impl Upstream {
         }
     }
 
-    /// True when some endpoint has an open connection.
+    /// True when some endpoint has an open connection — or, for pools that keep none open
+    /// (`min_connections: 0`), when some endpoint is in rotation without failures.
     pub fn connected(&self) -> bool {
-        self.endpoints.iter().any(|e| e.pool.open_connections() > 0)
+        self.endpoints.iter().any(|e| {
+            e.pool.open_connections() > 0
+                || (self.min_connections == 0 && e.available() && e.failures() == 0)
+        })
     }
 }

@@ -103,8 +103,8 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             }
             _ => {}
         }
-        if l.max_connections == 0 {
-            return Err((at("max_connections"), "must be at least 1".into()));
+        if l.max_connections == 0 || l.max_connections > 1_000_000 {
+            return Err((at("max_connections"), "must be from 1 to 1000000".into()));
         }
         if l.max_concurrent_streams == 0 {
             return Err((at("max_concurrent_streams"), "must be at least 1".into()));

@@ -100,6 +100,11 @@ pub struct UpstreamShared {
 }
 
 impl UpstreamShared {
+    /// The keepalive interval in force now.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms.load(Ordering::Relaxed))
+    }
+
     /// Shared state starting at the configured keepalive interval.
     pub fn new(name: &str, keepalive: Option<Duration>) -> Arc<UpstreamShared> {
         Arc::new(UpstreamShared {
@@ -345,7 +350,7 @@ impl PoolInner {
     }
 
     fn ping_interval(&self) -> Duration {
-        Duration::from_millis(self.group.ping_interval_ms.load(Ordering::Relaxed))
+        self.group.ping_interval()
     }
 
     /// The upstream answered our PINGs with GOAWAY `too_many_pings`: halve the PING rate.

@@ -1,0 +1,129 @@
+//! Upstreams that misbehave at the HTTP/2 level (built on the h2 crate, on 127.0.0.1): a stream
+//! refused before it started is retried elsewhere, replaying its body; GOAWAY `too_many_pings`
+//! doubles the keepalive interval.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{config, gateway, wait_until};
+use synapsor_testkit::{Backend, EchoRequest};
+use tokio::net::TcpListener;
+
+/// An HTTP/2 server that refuses every stream with RST_STREAM(REFUSED_STREAM).
+async fn refuser() -> (SocketAddr, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let refused = Arc::new(AtomicU64::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
+/// An HTTP/2 server that answers the first PING it sees with GOAWAY ENHANCE_YOUR_CALM, as
+/// grpc-go does to clients that ping too often ("too_many_pings").
+async fn ping_hater() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                // The gateway's handshake PING arrives at once; its first keepalive PING one
+                // interval later. Shut down after the interval, as a strict server would.
+                let stop = tokio::time::sleep(Duration::from_millis(150));
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        r = conn.accept() => if r.is_none() { return },
+                        _ = &mut stop => {
+                            conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                            while conn.accept().await.is_some() {}
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_streams_are_retried_on_another_endpoint() {
+    let (bad, refused) = refuser().await;
+    let good = Backend::start("good").await;
+    let gw = gateway(&config(
+        &[bad.to_string(), good.addr.to_string()],
+        "    balance: round_robin\n",
+    ))
+    .await;
+    let mut c = gw.client().await;
+    for i in 0..20u8 {
+        let r = c
+            .unary(EchoRequest {
+                payload: vec![i; 1000],
+                ..Default::default()
+            })
+            .await
+            .expect("refused calls are retried");
+        assert_eq!(
+            r.get_ref().payload,
+            vec![i; 1000],
+            "the replayed body arrives intact"
+        );
+    }
+    assert!(
+        refused.load(Ordering::SeqCst) >= 5,
+        "round robin sent some to the refuser"
+    );
+    // A client stream's messages are replayed too.
+    let msgs: Vec<EchoRequest> = (0..10)
+        .map(|_| EchoRequest {
+            payload: vec![1; 100],
+            ..Default::default()
+        })
+        .collect();
+    for _ in 0..4 {
+        let r = c
+            .client_stream(tokio_stream::iter(msgs.clone()))
+            .await
+            .unwrap();
+        assert_eq!(r.get_ref().messages_received, 10);
+        assert_eq!(r.get_ref().bytes_received, 1000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_pings_doubles_the_keepalive_interval() {
+    let addr = ping_hater().await;
+    let gw = gateway(&config(
+        &[addr.to_string()],
+        "    pool: { keepalive_time: 100ms, keepalive_timeout: 1s, backoff_max_delay: 100ms }\n",
+    ))
+    .await;
+    let up = gw.running.upstream("u").unwrap();
+    assert_eq!(up.shared.ping_interval(), Duration::from_millis(100));
+    wait_until(10, "the interval to double", || {
+        up.shared.ping_interval() >= Duration::from_millis(200)
+    })
+    .await;
+}
