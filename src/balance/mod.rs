@@ -151,33 +151,45 @@ fn p2c<R: Rng + ?Sized>(
     ok: &dyn Fn(usize) -> bool,
     rng: &mut R,
 ) -> Option<usize> {
-    let live: Vec<usize> = (0..eps.len()).filter(|&i| ok(i)).collect();
-    match live.len() {
-        0 => None,
-        1 => Some(live[0]),
-        n => {
-            let a = rng.random_range(0..n);
-            let mut b = rng.random_range(0..n - 1);
-            if b >= a {
-                b += 1;
+    let n = eps.len();
+    // Two distinct uniformly random candidates; when a draw is out of rotation, scan on from it
+    // for the first that is in (no allocation on any path).
+    let draw = |rng: &mut R, not: Option<usize>| -> Option<usize> {
+        let pick = match not {
+            None => rng.random_range(0..n),
+            Some(_) if n < 2 => return None,
+            Some(a) => {
+                let r = rng.random_range(0..n - 1);
+                if r >= a {
+                    r + 1
+                } else {
+                    r
+                }
             }
-            let cost = |i: usize| {
-                let e = &eps[i];
-                let load = e.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
-                e.latency.get() * load / f64::from(e.weight)
-            };
-            let (ca, cb) = (cost(live[a]), cost(live[b]));
-            Some(if ca < cb {
-                live[a]
-            } else if cb < ca {
-                live[b]
-            } else if rng.random_bool(0.5) {
-                live[a]
-            } else {
-                live[b]
-            })
-        }
-    }
+        };
+        (0..n)
+            .map(|k| (pick + k) % n)
+            .find(|&i| ok(i) && Some(i) != not)
+    };
+    let a = draw(rng, None)?;
+    let Some(b) = draw(rng, Some(a)) else {
+        return Some(a);
+    };
+    let cost = |i: usize| {
+        let e = &eps[i];
+        let load = e.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
+        e.latency.get() * load / f64::from(e.weight)
+    };
+    let (ca, cb) = (cost(a), cost(b));
+    Some(if ca < cb {
+        a
+    } else if cb < ca {
+        b
+    } else if rng.random_bool(0.5) {
+        a
+    } else {
+        b
+    })
 }
 
 /// nginx's smooth weighted round robin, unrolled into one full period.

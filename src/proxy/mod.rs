@@ -42,8 +42,15 @@ impl Proxy {
             return;
         };
         grpc::strip_hop_by_hop(&mut parts.headers);
+        // The per-call log line costs nothing unless debug logging is on.
+        let log = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (parts.uri.path().to_owned(), std::time::Instant::now()));
+        let name = upstream.name.clone();
         let outcome = call::Call::new(upstream, parts).run(body, respond).await;
-        tracing::debug!(listener = %self.listener, outcome = %outcome, "call");
+        if let Some((path, started)) = log {
+            tracing::debug!(listener = %self.listener, %path, upstream = %name,
+                elapsed = ?started.elapsed(), %outcome, "call");
+        }
     }
 }
 
