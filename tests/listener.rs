@@ -284,3 +284,36 @@ async fn admin_reports_health_readiness_and_config() {
     assert_eq!(status, 503);
     assert!(body.contains("u"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    let b = Backend::start("b").await;
+    let cfg = support::config(&[b.addr.to_string()], "")
+        .replace("drain_timeout: 5s", "drain_timeout: 5s, max_connections: 2");
+    let gw = gateway(&cfg).await;
+    let first = raw_h2(gw.addr).await;
+    let second = raw_h2(gw.addr).await;
+    support::wait_until(10, "two connections", || gw.running.open_connections() == 2).await;
+    // The third connects at TCP level (the backlog) but is not served while two are open.
+    let third = tokio::spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut send = send.ready().await.unwrap();
+        let get = http::Request::get(format!("http://{}/", gw.addr))
+            .body(())
+            .unwrap();
+        let (resp, _) = send.send_request(get, true).unwrap();
+        (resp.await.unwrap().status(), gw)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "served past max_connections");
+    drop(first);
+    let (status, gw) = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a slot freed")
+        .unwrap();
+    assert_eq!(status, 405);
+    assert!(gw.running.open_connections() <= 2);
+    drop(second);
+}

@@ -127,3 +127,38 @@ async fn too_many_pings_doubles_the_keepalive_interval() {
     })
     .await;
 }
+
+/// An HTTP/2 server that completes the handshake, answers the first PING, then stops reading:
+/// a peer that is connected but no longer alive.
+async fn frozen() -> (SocketAddr, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut frozen = Vec::new();
+        while let Ok((tcp, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                continue;
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(50), conn.accept()).await;
+            frozen.push(conn); // never polled again
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_keepalive_drops_the_connection_and_redials() {
+    let (addr, accepted) = frozen().await;
+    let _gw = gateway(&config(
+        &[addr.to_string()],
+        "    pool: { keepalive_time: 100ms, keepalive_timeout: 200ms, backoff_max_delay: 100ms }\n",
+    ))
+    .await;
+    wait_until(10, "the dead connection to be dropped and replaced", || {
+        accepted.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+}
