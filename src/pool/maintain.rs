@@ -21,7 +21,10 @@ pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
     loop {
         let now = clock::now_ms();
         let list = p.conns.load_full();
-        let mut open = list.iter().filter(|c| c.usable(now)).count();
+        // Connections that retire before the next tick do not count: their replacements are
+        // dialled ahead, so the pool never sits empty while a connection ages out.
+        let soon = now + tick.as_millis() as u64;
+        let mut open = list.iter().filter(|c| c.usable(soon)).count();
         for c in list.iter() {
             let usable = c.usable(now);
             let idle = c.idle_for(now);
@@ -31,7 +34,7 @@ pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
                 None => false,
             };
             if !usable || idle_close {
-                if usable {
+                if c.usable(soon) {
                     open -= 1;
                 }
                 tracing::debug!(upstream = %p.upstream, endpoint = %p.address, conn = c.id,
