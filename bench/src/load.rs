@@ -1,0 +1,236 @@
+//! The loads: each runs for a fixed time against one address and reports calls (or messages),
+//! bytes, latencies and errors. Every loop is bounded by the deadline and stops by itself.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use synapsor_testkit::{EchoClient, EchoRequest};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+/// One of the benchmark loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// 100 B each way, 64 concurrent streams over 4 connections.
+    Unary100,
+    /// 1 MiB each way, 8 concurrent streams over 4 connections.
+    Unary1M,
+    /// Server streaming of 100 B messages, 4 streams over 4 connections.
+    Stream100,
+    /// Server streaming of 64 KiB messages, 4 streams over 4 connections.
+    Stream64K,
+    /// Bidi ping-pong of 100 B, 64 streams over 4 connections.
+    PingPong,
+}
+
+impl Load {
+    /// All loads, in report order.
+    pub const ALL: [Load; 5] = [
+        Load::Unary100,
+        Load::Unary1M,
+        Load::Stream100,
+        Load::Stream64K,
+        Load::PingPong,
+    ];
+
+    /// Short name used on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Load::Unary100 => "unary-100b",
+            Load::Unary1M => "unary-1mib",
+            Load::Stream100 => "stream-100b",
+            Load::Stream64K => "stream-64kib",
+            Load::PingPong => "pingpong-100b",
+        }
+    }
+
+    /// What one unit of throughput is.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Load::Unary100 | Load::Unary1M => "calls/s",
+            Load::Stream100 | Load::Stream64K => "msgs/s",
+            Load::PingPong => "round trips/s",
+        }
+    }
+
+    fn streams(self) -> usize {
+        match self {
+            Load::Unary100 | Load::PingPong => 64,
+            Load::Unary1M => 8,
+            Load::Stream100 | Load::Stream64K => 4,
+        }
+    }
+}
+
+/// What one load run measured.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// Calls, messages or round trips completed.
+    pub count: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Per-call (or per-round-trip) latencies in microseconds; empty for streaming loads.
+    pub latencies_us: Vec<u32>,
+}
+
+impl Outcome {
+    /// Units per second.
+    pub fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// A latency quantile in microseconds, if measured.
+    pub fn quantile(&mut self, q: f64) -> Option<u32> {
+        if self.latencies_us.is_empty() {
+            return None;
+        }
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() as f64 * q) as usize).min(self.latencies_us.len() - 1);
+        Some(self.latencies_us[i])
+    }
+}
+
+const CONNECTIONS: usize = 4;
+
+async fn channels(addr: SocketAddr) -> anyhow::Result<Vec<EchoClient<Channel>>> {
+    let mut v = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .initial_stream_window_size(256 * 1024)
+            .initial_connection_window_size(1024 * 1024)
+            .connect()
+            .await?;
+        v.push(
+            EchoClient::new(ch)
+                .max_decoding_message_size(8 << 20)
+                .max_encoding_message_size(8 << 20),
+        );
+    }
+    Ok(v)
+}
+
+/// Runs `load` against `addr` for `duration` (after a short warm-up on the same connections).
+pub async fn run(load: Load, addr: SocketAddr, duration: Duration) -> anyhow::Result<Outcome> {
+    let clients = channels(addr).await?;
+    // Warm-up: connections, pools and caches on every path.
+    one_round(load, &clients, Duration::from_millis(300)).await;
+    Ok(one_round(load, &clients, duration).await)
+}
+
+async fn one_round(load: Load, clients: &[EchoClient<Channel>], duration: Duration) -> Outcome {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for i in 0..load.streams() {
+        let client = clients[i % clients.len()].clone();
+        tasks.push(tokio::spawn(worker(load, client, deadline)));
+    }
+    let mut total = Outcome::default();
+    for t in tasks {
+        if let Ok(o) = t.await {
+            total.count += o.count;
+            total.bytes += o.bytes;
+            total.errors += o.errors;
+            total.latencies_us.extend(o.latencies_us);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+async fn worker(load: Load, mut c: EchoClient<Channel>, deadline: Instant) -> Outcome {
+    let mut o = Outcome::default();
+    match load {
+        Load::Unary100 | Load::Unary1M => {
+            let size = if load == Load::Unary100 { 100 } else { 1 << 20 };
+            let payload = vec![0x42u8; size];
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let req = EchoRequest {
+                    payload: payload.clone(),
+                    ..Default::default()
+                };
+                match c.unary(req).await {
+                    Ok(r) => {
+                        o.count += 1;
+                        o.bytes += r.get_ref().payload.len() as u64;
+                        o.latencies_us.push(t.elapsed().as_micros() as u32);
+                    }
+                    Err(_) => o.errors += 1,
+                }
+            }
+        }
+        Load::Stream100 | Load::Stream64K => {
+            let size = if load == Load::Stream100 {
+                100
+            } else {
+                64 * 1024
+            };
+            let req = EchoRequest {
+                reply_count: u32::MAX,
+                reply_size: size,
+                ..Default::default()
+            };
+            match c.server_stream(req).await {
+                Ok(r) => {
+                    let mut s = r.into_inner();
+                    while Instant::now() < deadline {
+                        match s.next().await {
+                            Some(Ok(m)) => {
+                                o.count += 1;
+                                o.bytes += m.payload.len() as u64;
+                            }
+                            _ => {
+                                o.errors += 1;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(_) => o.errors += 1,
+            }
+        }
+        Load::PingPong => {
+            let (tx, rx) = mpsc::channel(1);
+            let msg = EchoRequest {
+                payload: vec![0x42; 100],
+                ..Default::default()
+            };
+            let _ = tx.send(msg.clone()).await;
+            let mut t = Instant::now();
+            let Ok(r) = c.bidi(ReceiverStream::new(rx)).await else {
+                o.errors += 1;
+                return o;
+            };
+            let mut s = r.into_inner();
+            loop {
+                match s.next().await {
+                    Some(Ok(m)) => {
+                        o.count += 1;
+                        o.bytes += m.payload.len() as u64;
+                        o.latencies_us.push(t.elapsed().as_micros() as u32);
+                    }
+                    _ => {
+                        o.errors += 1;
+                        break;
+                    }
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                t = Instant::now();
+                if tx.send(msg.clone()).await.is_err() {
+                    o.errors += 1;
+                    break;
+                }
+            }
+        }
+    }
+    o
+}

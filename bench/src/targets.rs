@@ -1,0 +1,199 @@
+//! The processes a benchmark run starts: the echo backend, the synapsor gateway, and optionally
+//! nginx and HAProxy with the configs kept in `bench/`. All listen on 127.0.0.1 only; every child
+//! is killed when its handle drops.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::procfs;
+
+/// A running process that traffic can be sent through (or to).
+pub struct Target {
+    /// Name in the report.
+    pub name: String,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// The process to measure (`None` for the direct connection).
+    child: Option<Child>,
+}
+
+impl Target {
+    /// The direct connection to the backend.
+    pub fn direct(addr: SocketAddr) -> Target {
+        Target {
+            name: "direct".into(),
+            addr,
+            child: None,
+        }
+    }
+
+    /// Root pid of the measured process tree.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// CPU time of the process and its children.
+    pub fn cpu(&self) -> Duration {
+        self.pid()
+            .map(|p| tree(p).into_iter().map(procfs::cpu_time).sum())
+            .unwrap_or_default()
+    }
+
+    /// Resets the peak-RSS watermark of the process tree.
+    pub fn reset_rss(&self) {
+        if let Some(p) = self.pid() {
+            tree(p).into_iter().for_each(procfs::reset_peak_rss);
+        }
+    }
+
+    /// Sum of the peak RSS of the process tree, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.pid()
+            .map(|p| tree(p).into_iter().map(procfs::peak_rss_kib).sum())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `pid` and every process whose parent is in the set (nginx and HAProxy fork workers).
+fn tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|x| x.1.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                out.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// A free loopback port.
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Starts the echo backend as a child process of this binary; returns it and its address.
+pub fn backend() -> anyhow::Result<Target> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("backend")
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .context("start the backend")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening ")
+        .context("backend did not report its address")?
+        .parse()?;
+    Ok(Target {
+        name: "backend".into(),
+        addr,
+        child: Some(child),
+    })
+}
+
+fn wait_for_port(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("{what} did not start listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn spawn(name: &str, cmd: &mut Command, addr: SocketAddr) -> anyhow::Result<Target> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    let t = Target {
+        name: name.into(),
+        addr,
+        child: Some(child),
+    };
+    wait_for_port(addr, name)?;
+    // Let its pools connect before traffic starts.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(t)
+}
+
+/// Starts the synapsor binary at `bin` in front of `backend`.
+pub fn synapsor(bin: &Path, backend: SocketAddr, dir: &Path) -> anyhow::Result<Target> {
+    let (addr, admin) = (free_addr(), free_addr());
+    let cfg = dir.join("synapsor.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "admin: {{ listen: {admin} }}\n\
+             listeners:\n  - {{ name: bench, listen: {addr}, upstream: echo }}\n\
+             upstreams:\n  - name: echo\n    endpoints: [ \"{backend}\" ]\n    request_timeout: 0\n"
+        ),
+    )?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["--log-level", "warn", "run", "-c"]).arg(&cfg);
+    spawn("synapsor", &mut cmd, addr)
+}
+
+fn template(
+    name: &str,
+    backend: SocketAddr,
+    listen: SocketAddr,
+    dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    let text = std::fs::read_to_string(&src)?
+        .replace("@LISTEN@", &listen.to_string())
+        .replace("@BACKEND@", &backend.to_string())
+        .replace("@DIR@", &dir.display().to_string());
+    let out = dir.join(name.trim_end_matches(".tmpl"));
+    std::fs::write(&out, text)?;
+    Ok(out)
+}
+
+/// Starts nginx (`grpc_pass`) from `bench/nginx.conf.tmpl`, if nginx is installed.
+pub fn nginx(backend: SocketAddr, dir: &Path) -> anyhow::Result<Target> {
+    let addr = free_addr();
+    let conf = template("nginx.conf.tmpl", backend, addr, dir)?;
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-c").arg(&conf).arg("-p").arg(dir);
+    spawn("nginx", &mut cmd, addr)
+}
+
+/// Starts HAProxy from `bench/haproxy.cfg.tmpl`, if HAProxy is installed.
+pub fn haproxy(backend: SocketAddr, dir: &Path) -> anyhow::Result<Target> {
+    let addr = free_addr();
+    let conf = template("haproxy.cfg.tmpl", backend, addr, dir)?;
+    let mut cmd = Command::new("haproxy");
+    cmd.arg("-db").arg("-f").arg(&conf);
+    spawn("haproxy", &mut cmd, addr)
+}
