@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let gateway = synapsor::Gateway::bind(config.clone()).await?;
     let (name, addr) = gateway.listener_addrs()[0].clone();
     let admin = gateway.admin_addr();
-    let running = gateway.start();
+    let running = gateway.start()?;
     let t = Instant::now();
     while running.readiness().is_err() && t.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(20)).await;

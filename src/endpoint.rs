@@ -1,5 +1,7 @@
-//! One upstream endpoint: its weight, live load, latency estimate, health and connection pool.
+//! One upstream endpoint: its weight, live load, latency estimate and health — shared by every
+//! worker — and, per worker, its connection pool.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +11,34 @@ use crate::clock;
 use crate::config::EndpointSpec;
 use crate::pool::Pool;
 
-/// An endpoint of an upstream group.
+/// An endpoint of an upstream group as one worker sees it: the shared state (through `Deref`)
+/// and this worker's connections.
 pub struct Endpoint {
+    /// What every worker shares: load, latency, health.
+    pub state: Arc<EndpointState>,
+    /// This worker's connections to the endpoint.
+    pub pool: Pool,
+}
+
+impl Endpoint {
+    /// An endpoint with fresh state and an empty pool.
+    pub fn new(spec: &EndpointSpec, pool: Pool) -> Endpoint {
+        Endpoint {
+            state: Arc::new(EndpointState::new(spec)),
+            pool,
+        }
+    }
+}
+
+impl Deref for Endpoint {
+    type Target = EndpointState;
+    fn deref(&self) -> &EndpointState {
+        &self.state
+    }
+}
+
+/// The state of an endpoint that all workers share; atomics only.
+pub struct EndpointState {
     /// `host:port` as configured.
     pub address: Arc<str>,
     /// Relative share of traffic.
@@ -23,21 +51,18 @@ pub struct Endpoint {
     failures: AtomicU32,
     /// Out of rotation until this time (ms on [`clock::now_ms`]); 0 = in rotation.
     down_until: AtomicU64,
-    /// The endpoint's connections.
-    pub pool: Pool,
 }
 
-impl Endpoint {
-    /// An endpoint in rotation with an empty pool.
-    pub fn new(spec: &EndpointSpec, pool: Pool) -> Endpoint {
-        Endpoint {
+impl EndpointState {
+    /// An endpoint in rotation with no load.
+    pub fn new(spec: &EndpointSpec) -> EndpointState {
+        EndpointState {
             address: spec.address.as_str().into(),
             weight: spec.weight,
             in_flight: AtomicU64::new(0),
             latency: PeakEwma::new(),
             failures: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
-            pool,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Assembles a running gateway from a validated [`Config`]: upstream groups with their pools,
-//! one listener per entry, the admin listener, and graceful shutdown.
+//! Assembles a running gateway from a validated [`Config`]: shared upstream state, one worker
+//! per core (own runtime, own upstream connections), an acceptor per listener dealing
+//! connections to the workers, the admin listener, and graceful shutdown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,32 +9,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ListenerConfig};
 use crate::proxy::Proxy;
 use crate::route::Router;
+use crate::server::worker::{self, WorkerPlan};
 use crate::server::{self, Connections, ListenerSettings};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamGroup};
 
 /// A gateway whose sockets are bound but which serves nothing yet.
 pub struct Gateway {
     config: Config,
-    upstreams: HashMap<String, Arc<Upstream>>,
-    listeners: Vec<(ListenerConfig, TcpListener)>,
-    admin: Option<TcpListener>,
+    listeners: Vec<(ListenerConfig, std::net::TcpListener)>,
+    admin: Option<std::net::TcpListener>,
 }
 
 impl Gateway {
-    /// Builds the upstream groups and binds every socket; errors name the listener.
+    /// Binds every socket; errors name the listener. Needs no runtime.
     pub async fn bind(config: Config) -> anyhow::Result<Gateway> {
-        let upstreams: HashMap<String, Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|u| (u.name.clone(), Upstream::new(u)))
-            .collect();
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let sock = server::bind(l.listen)
@@ -50,7 +45,6 @@ impl Gateway {
         };
         Ok(Gateway {
             config,
-            upstreams,
             listeners,
             admin,
         })
@@ -69,67 +63,121 @@ impl Gateway {
         self.admin.as_ref().map(|l| l.local_addr().expect("bound"))
     }
 
-    /// Starts serving: pools dial their minimum, listeners accept. Returns at once.
-    pub fn start(self) -> Running {
+    /// Starts serving: worker threads start (their pools dial their minimum), and the
+    /// acceptors and the admin listener run on the calling tokio runtime. Returns at once.
+    pub fn start(self) -> anyhow::Result<Running> {
+        let workers = self.config.runtime.worker_count();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut upstream_list: Vec<Arc<Upstream>> = Vec::new();
-        for u in &self.config.upstreams {
-            let up = self.upstreams[&u.name].clone();
-            up.start(&stop_rx);
-            upstream_list.push(up);
+        let (exit_tx, exit_rx) = watch::channel(false);
+        let groups: Vec<(String, Arc<UpstreamGroup>)> = self
+            .config
+            .upstreams
+            .iter()
+            .map(|u| (u.name.clone(), UpstreamGroup::new(u)))
+            .collect();
+        let settings: Vec<Arc<ListenerSettings>> = self
+            .listeners
+            .iter()
+            .map(|(c, _)| Arc::new(ListenerSettings::from_config(c)))
+            .collect();
+        let mut instances: HashMap<String, Vec<Arc<Upstream>>> = HashMap::new();
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..workers {
+            let upstreams: HashMap<String, Arc<Upstream>> = groups
+                .iter()
+                .map(|(n, g)| (n.clone(), g.instantiate()))
+                .collect();
+            for (n, u) in &upstreams {
+                instances.entry(n.clone()).or_default().push(u.clone());
+            }
+            let listeners = self
+                .listeners
+                .iter()
+                .zip(&settings)
+                .map(|((cfg, _), s)| {
+                    let router = Router::new(&cfg.routes, cfg.upstream.as_deref(), |name| {
+                        upstreams[name].clone()
+                    });
+                    let proxy = Arc::new(Proxy {
+                        listener: cfg.name.as_str().into(),
+                        router,
+                    });
+                    (proxy, s.clone())
+                })
+                .collect();
+            let (tx, rx) = mpsc::channel(worker::QUEUE);
+            senders.push(tx);
+            threads.push(worker::spawn(WorkerPlan {
+                index,
+                listeners,
+                upstreams,
+                incoming: rx,
+                stop: stop_rx.clone(),
+                exit: exit_rx.clone(),
+            })?);
         }
+        let mut names: Vec<String> = self
+            .config
+            .upstreams
+            .iter()
+            .map(|u| u.name.clone())
+            .collect();
+        names.dedup();
         let admin_state = Arc::new(AdminState {
             config_yaml: serde_yaml::to_string(&self.config).unwrap_or_default(),
-            upstreams: upstream_list,
+            upstreams: names
+                .iter()
+                .map(|n| (n.clone(), instances[n].clone()))
+                .collect(),
             listening: Default::default(),
         });
-        let mut listeners = Vec::new();
+        let mut conns_all = Vec::new();
         let mut drain = Duration::ZERO;
-        for (cfg, sock) in self.listeners {
-            let router = Router::new(&cfg.routes, cfg.upstream.as_deref(), |name| {
-                self.upstreams[name].clone()
-            });
-            let proxy = Arc::new(Proxy {
-                listener: cfg.name.as_str().into(),
-                router,
-            });
-            let settings = ListenerSettings::from_config(&cfg);
-            let conns = Connections::new(settings.max_connections);
+        for (index, ((cfg, sock), s)) in self.listeners.into_iter().zip(&settings).enumerate() {
+            let conns = Connections::new(s.max_connections);
             tracing::info!(listener = %cfg.name, addr = %sock.local_addr().expect("bound"),
                 upstream = cfg.upstream.as_deref().unwrap_or("-"), routes = cfg.routes.len(),
-                "listening");
+                workers, "listening");
             drain = drain.max(cfg.drain_timeout.0);
-            tokio::spawn(server::serve(
+            tokio::spawn(server::accept_loop(
                 sock,
-                proxy,
-                settings,
+                index,
+                cfg.name.as_str().into(),
+                senders.clone(),
                 conns.clone(),
                 stop_rx.clone(),
             ));
-            listeners.push(conns);
+            conns_all.push(conns);
         }
+        drop(senders);
         admin_state.listening.store(true, Ordering::Relaxed);
         if let Some(sock) = self.admin {
-            tracing::info!(addr = %sock.local_addr().expect("bound"), "admin listening");
+            let sock = tokio::net::TcpListener::from_std(sock)?;
+            tracing::info!(addr = %sock.local_addr()?, "admin listening");
             tokio::spawn(admin::serve(sock, admin_state.clone(), stop_rx.clone()));
         }
-        Running {
-            upstreams: self.upstreams,
+        Ok(Running {
+            upstreams: instances,
             stop: stop_tx,
-            listeners,
+            exit: exit_tx,
+            listeners: conns_all,
             drain,
             admin: admin_state,
-        }
+            _threads: threads,
+        })
     }
 }
 
-/// A serving gateway.
+/// A serving gateway. Dropping it stops everything at once; [`Running::shutdown`] drains.
 pub struct Running {
-    upstreams: HashMap<String, Arc<Upstream>>,
+    upstreams: HashMap<String, Vec<Arc<Upstream>>>,
     stop: watch::Sender<bool>,
+    exit: watch::Sender<bool>,
     listeners: Vec<Arc<Connections>>,
     drain: Duration,
     admin: Arc<AdminState>,
+    _threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -138,9 +186,15 @@ impl Running {
         self.admin.readiness()
     }
 
-    /// The upstream group named `name` (for inspection: endpoints, pools, load).
+    /// The first worker's instance of the upstream group `name` (for inspection: endpoints,
+    /// pools, load; load and health are shared by all workers, pools are per worker).
     pub fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
-        self.upstreams.get(name).cloned()
+        self.upstreams.get(name).and_then(|v| v.first().cloned())
+    }
+
+    /// Every worker's instance of the upstream group `name`.
+    pub fn upstream_instances(&self, name: &str) -> Vec<Arc<Upstream>> {
+        self.upstreams.get(name).cloned().unwrap_or_default()
     }
 
     /// Client connections open now, over all listeners.
@@ -149,11 +203,14 @@ impl Running {
     }
 
     /// Stops accepting, sends GOAWAY on every client connection, and waits up to the longest
-    /// `drain_timeout` for in-flight calls to finish. Returns true when all finished in time.
+    /// `drain_timeout` for in-flight calls to finish; then the workers end. Returns true when
+    /// all calls finished in time.
     pub async fn shutdown(self) -> bool {
         self.admin.listening.store(false, Ordering::Relaxed);
         let _ = self.stop.send(true);
         let all = futures_util::future::join_all(self.listeners.iter().map(|c| c.closed()));
-        tokio::time::timeout(self.drain, all).await.is_ok()
+        let drained = tokio::time::timeout(self.drain, all).await.is_ok();
+        let _ = self.exit.send(true);
+        drained
     }
 }

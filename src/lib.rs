@@ -8,7 +8,8 @@
 //!
 //! - [`config`]: the YAML model (native and original-synapsor formats), loading with file, line
 //!   and field in every error, and validation.
-//! - [`server`]: listeners — bounded accept, HTTP/2 (h2c) handshake, a task per stream, drain.
+//! - [`server`]: listeners — bounded accept dealing connections to per-core workers (each its
+//!   own current-thread runtime), HTTP/2 (h2c) handshake, a task per stream, keepalive, drain.
 //! - [`proxy`]: the per-stream path — gRPC checks, routing, the [`proxy::Dir`] pump and the call
 //!   phases (open, await headers, stream) with deadlines and cancellation.
 //! - [`route`]: the upstream group of a call, by listener, `:path` prefix or metadata value.

@@ -81,7 +81,9 @@ fn run(path: PathBuf) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{}: {w}", path.display());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // This runtime runs the acceptors, the admin listener and signal handling; calls are served
+    // by the gateway's own worker threads, one per core.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
@@ -93,7 +95,13 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let running = gateway.start();
+        let running = match gateway.start() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(1);
+            }
+        };
         wait_for_signal().await;
         tracing::info!("shutting down: no new connections, draining calls in flight");
         if running.shutdown().await {

@@ -1,4 +1,6 @@
-//! An upstream group: its endpoints (each with a pool), its balancer, its timeouts.
+//! An upstream group: its endpoints, its balancer, its timeouts. The group's balancing state is
+//! built once ([`UpstreamGroup`]) and shared by every worker; each worker gets its own
+//! [`Upstream`] with its own connection pools over that shared state.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,17 +9,73 @@ use tokio::sync::watch;
 
 use crate::balance::Balancer;
 use crate::config::UpstreamConfig;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, EndpointState};
 use crate::pool::{self, Pool, PoolSettings, UpstreamShared};
 
-/// A named group of endpoints.
+/// What the workers share about an upstream group.
+pub struct UpstreamGroup {
+    name: Arc<str>,
+    states: Vec<Arc<EndpointState>>,
+    addresses: Vec<String>,
+    balancer: Arc<Balancer>,
+    settings: PoolSettings,
+    shared: Arc<UpstreamShared>,
+    request_timeout: Option<Duration>,
+}
+
+impl UpstreamGroup {
+    /// The shared state of the group described by `cfg`.
+    pub fn new(cfg: &UpstreamConfig) -> Arc<UpstreamGroup> {
+        let settings = PoolSettings::from_config(&cfg.pool);
+        let weights: Vec<u32> = cfg.endpoints.iter().map(|e| e.weight).collect();
+        Arc::new(UpstreamGroup {
+            name: cfg.name.as_str().into(),
+            states: cfg
+                .endpoints
+                .iter()
+                .map(|e| Arc::new(EndpointState::new(e)))
+                .collect(),
+            addresses: cfg.endpoints.iter().map(|e| e.address.clone()).collect(),
+            balancer: Arc::new(Balancer::new(cfg.balance, &weights)),
+            shared: UpstreamShared::new(&cfg.name, settings.keepalive_time),
+            settings,
+            request_timeout: cfg.request_timeout.nonzero(),
+        })
+    }
+
+    /// One worker's view: the shared state with a fresh pool per endpoint.
+    pub fn instantiate(&self) -> Arc<Upstream> {
+        let endpoints = self
+            .states
+            .iter()
+            .zip(&self.addresses)
+            .map(|(state, addr)| {
+                Arc::new(Endpoint {
+                    state: state.clone(),
+                    pool: Pool::new(self.settings.clone(), self.shared.clone(), addr),
+                })
+            })
+            .collect();
+        Arc::new(Upstream {
+            name: self.name.clone(),
+            endpoints,
+            balancer: self.balancer.clone(),
+            request_timeout: self.request_timeout,
+            backoff_max: self.settings.backoff_max,
+            shared: self.shared.clone(),
+            min_connections: self.settings.min,
+        })
+    }
+}
+
+/// A named group of endpoints, as one worker uses it.
 pub struct Upstream {
     /// The group's name.
     pub name: Arc<str>,
     /// Its endpoints, in configuration order.
     pub endpoints: Vec<Arc<Endpoint>>,
-    /// How an endpoint is picked.
-    pub balancer: Balancer,
+    /// How an endpoint is picked (shared by all workers).
+    pub balancer: Arc<Balancer>,
     /// Longest wait for response headers.
     pub request_timeout: Option<Duration>,
     /// Backoff cap after connect failures.
@@ -28,31 +86,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Builds the group (no connection is made until [`Upstream::start`]).
+    /// A group used by a single worker (builds its shared state too).
     pub fn new(cfg: &UpstreamConfig) -> Arc<Upstream> {
-        let settings = PoolSettings::from_config(&cfg.pool);
-        let shared = UpstreamShared::new(&cfg.name, settings.keepalive_time);
-        let endpoints = cfg
-            .endpoints
-            .iter()
-            .map(|e| {
-                let pool = Pool::new(settings.clone(), shared.clone(), &e.address);
-                Arc::new(Endpoint::new(e, pool))
-            })
-            .collect();
-        let weights: Vec<u32> = cfg.endpoints.iter().map(|e| e.weight).collect();
-        Arc::new(Upstream {
-            name: cfg.name.as_str().into(),
-            endpoints,
-            balancer: Balancer::new(cfg.balance, &weights),
-            request_timeout: cfg.request_timeout.nonzero(),
-            backoff_max: settings.backoff_max,
-            shared,
-            min_connections: settings.min,
-        })
+        UpstreamGroup::new(cfg).instantiate()
     }
 
-    /// Starts each endpoint's pool maintenance (dials `min_connections`); returns at once.
+    /// Starts each endpoint's pool maintenance (dials `min_connections`) on the current
+    /// runtime; it runs until `stop` changes.
     pub fn start(&self, stop: &watch::Receiver<bool>) {
         for ep in &self.endpoints {
             tokio::spawn(pool::maintain(ep.clone(), stop.clone()));

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{config, gateway, wait_until};
+use support::{config, gateway, single_worker, wait_until};
 use synapsor_testkit::{Backend, BackendOptions, EchoReply, EchoRequest};
 use tokio_stream::StreamExt;
 use tonic::{Code, Streaming};
@@ -42,10 +42,10 @@ async fn hold(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_expands_past_the_peers_stream_limit() {
     let b = limited_backend(2).await;
-    let gw = gateway(&config(
+    let gw = gateway(&single_worker(&config(
         &[b.addr.to_string()],
         "    pool: { min_connections: 1, max_connections: 8 }\n",
-    ))
+    )))
     .await;
     let mut c = gw.client().await;
     let mut held = Vec::new();
@@ -69,10 +69,10 @@ async fn pool_expands_past_the_peers_stream_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_pool_queues_then_answers_resource_exhausted() {
     let b = limited_backend(1).await;
-    let gw = gateway(&config(
+    let gw = gateway(&single_worker(&config(
         &[b.addr.to_string()],
         "    pool: { mode: strict, min_connections: 1, max_connections: 1, queue_timeout: 300ms }\n",
-    ))
+    )))
     .await;
     let mut c = gw.client().await;
     let s = hold(&mut c).await;
@@ -107,10 +107,10 @@ async fn strict_pool_queues_then_answers_resource_exhausted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loose_pool_overflows_then_closes_the_extra_connection() {
     let b = limited_backend(1).await;
-    let gw = gateway(&config(
+    let gw = gateway(&single_worker(&config(
         &[b.addr.to_string()],
         "    pool: { mode: loose, min_connections: 1, max_connections: 1, idle_timeout: 200ms }\n",
-    ))
+    )))
     .await;
     let mut c = gw.client().await;
     let s = hold(&mut c).await;
@@ -130,10 +130,10 @@ async fn loose_pool_overflows_then_closes_the_extra_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_above_the_minimum_close() {
     let b = limited_backend(1).await;
-    let gw = gateway(&config(
+    let gw = gateway(&single_worker(&config(
         &[b.addr.to_string()],
         "    pool: { min_connections: 1, max_connections: 4, idle_timeout: 300ms }\n",
-    ))
+    )))
     .await;
     let mut c = gw.client().await;
     let held = vec![hold(&mut c).await, hold(&mut c).await, hold(&mut c).await];
@@ -152,10 +152,10 @@ async fn idle_connections_above_the_minimum_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_lifetime_retires_connections_without_cutting_streams() {
     let b = Backend::start("b").await;
-    let gw = gateway(&config(
+    let gw = gateway(&single_worker(&config(
         &[b.addr.to_string()],
         "    pool: { min_connections: 1, max_connections: 2, max_lifetime: 300ms }\n",
-    ))
+    )))
     .await;
     let up = gw.running.upstream("u").unwrap();
     let first = up.endpoints[0].pool.connection_ids();
@@ -192,10 +192,10 @@ async fn max_lifetime_retires_connections_without_cutting_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_stream_survives_many_keepalive_periods() {
     let b = Backend::start("b").await;
-    let gw = gateway(&config(
+    let gw = gateway(&single_worker(&config(
         &[b.addr.to_string()],
         "    pool: { keepalive_time: 100ms, keepalive_timeout: 500ms }\n",
-    ))
+    )))
     .await;
     let up = gw.running.upstream("u").unwrap();
     let ids = up.endpoints[0].pool.connection_ids();
@@ -227,10 +227,10 @@ async fn quiet_stream_survives_many_keepalive_periods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reuse_false_gives_every_call_its_own_connection() {
     let b = Backend::start("b").await;
-    let gw = gateway(&config(
+    let gw = gateway(&single_worker(&config(
         &[b.addr.to_string()],
         "    pool: { reuse: false, min_connections: 0 }\n",
-    ))
+    )))
     .await;
     let mut c = gw.client().await;
     for _ in 0..5 {

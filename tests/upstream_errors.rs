@@ -152,10 +152,10 @@ async fn frozen() -> (SocketAddr, Arc<AtomicU64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_keepalive_drops_the_connection_and_redials() {
     let (addr, accepted) = frozen().await;
-    let _gw = gateway(&config(
+    let _gw = gateway(&support::single_worker(&config(
         &[addr.to_string()],
         "    pool: { keepalive_time: 100ms, keepalive_timeout: 200ms, backoff_max_delay: 100ms }\n",
-    ))
+    )))
     .await;
     wait_until(10, "the dead connection to be dropped and replaced", || {
         accepted.load(Ordering::SeqCst) >= 3

@@ -144,8 +144,23 @@ async fn one_round(load: Load, clients: &[EchoClient<Channel>], duration: Durati
     total
 }
 
-async fn worker(load: Load, mut c: EchoClient<Channel>, deadline: Instant) -> Outcome {
+/// How long past the deadline a call may take before it counts as an error (so a proxy that
+/// stalls cannot hang the benchmark).
+const GRACE: Duration = Duration::from_secs(3);
+
+async fn worker(load: Load, c: EchoClient<Channel>, deadline: Instant) -> Outcome {
     let mut o = Outcome::default();
+    let limit = tokio::time::Instant::from_std(deadline + GRACE);
+    if tokio::time::timeout_at(limit, work(load, c, deadline, &mut o))
+        .await
+        .is_err()
+    {
+        o.errors += 1;
+    }
+    o
+}
+
+async fn work(load: Load, mut c: EchoClient<Channel>, deadline: Instant, o: &mut Outcome) {
     match load {
         Load::Unary100 | Load::Unary1M => {
             let size = if load == Load::Unary100 { 100 } else { 1 << 20 };
@@ -206,7 +221,7 @@ async fn worker(load: Load, mut c: EchoClient<Channel>, deadline: Instant) -> Ou
             let mut t = Instant::now();
             let Ok(r) = c.bidi(ReceiverStream::new(rx)).await else {
                 o.errors += 1;
-                return o;
+                return;
             };
             let mut s = r.into_inner();
             loop {
@@ -232,5 +247,4 @@ async fn worker(load: Load, mut c: EchoClient<Channel>, deadline: Instant) -> Ou
             }
         }
     }
-    o
 }

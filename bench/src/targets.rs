@@ -62,6 +62,17 @@ impl Target {
 impl Drop for Target {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
+            // SIGTERM first, so that nginx and HAProxy masters take their workers down too.
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(3) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

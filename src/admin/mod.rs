@@ -20,8 +20,8 @@ use crate::upstream::Upstream;
 pub struct AdminState {
     /// The effective configuration, rendered once.
     pub config_yaml: String,
-    /// Every upstream group.
-    pub upstreams: Vec<Arc<Upstream>>,
+    /// Every upstream group, with each worker's instance of it.
+    pub upstreams: Vec<(String, Vec<Arc<Upstream>>)>,
     /// Set once every listener is bound and serving.
     pub listening: AtomicBool,
 }
@@ -35,8 +35,8 @@ impl AdminState {
         let down: Vec<&str> = self
             .upstreams
             .iter()
-            .filter(|u| !u.connected())
-            .map(|u| &*u.name)
+            .filter(|(_, instances)| !instances.iter().any(|u| u.connected()))
+            .map(|(name, _)| name.as_str())
             .collect();
         if down.is_empty() {
             Ok(())

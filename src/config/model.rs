@@ -11,6 +11,9 @@ use super::endpoint::EndpointSpec;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Threads and runtimes.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     /// The admin HTTP listener.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -18,6 +21,27 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Named upstream groups that listeners and routes point at.
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// How the gateway uses the machine's cores.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads, each with its own runtime and upstream connections; `0` (the default)
+    /// means one per core.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+impl RuntimeConfig {
+    /// The number of workers to start.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
 }
 
 /// The admin listener: `/healthz`, `/readyz`, `/config`.

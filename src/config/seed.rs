@@ -214,6 +214,7 @@ impl SeedFile {
             });
         }
         let config = Config {
+            runtime: Default::default(),
             admin: AdminConfig::default(),
             listeners,
             upstreams,

@@ -12,6 +12,9 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.upstreams.is_empty() {
         return Err(("upstreams".into(), "at least one upstream is needed".into()));
     }
+    if c.runtime.workers > 256 {
+        return Err(("runtime.workers".into(), "must be at most 256".into()));
+    }
     let mut names = HashSet::new();
     for (i, u) in c.upstreams.iter().enumerate() {
         let at = |f: &str| format!("upstreams[{i}].{f}");

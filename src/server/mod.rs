@@ -6,21 +6,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ListenerConfig;
 use crate::pool::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::proxy::Proxy;
 
-/// Binds a listener socket (SO_REUSEADDR, a deep backlog).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+pub mod worker;
+
+/// Binds a listener socket (SO_REUSEADDR, a deep backlog, non-blocking). It is a std socket so
+/// that whichever runtime accepts on it can register it.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Limits and HTTP/2 settings of one listener.
@@ -80,16 +83,37 @@ impl Connections {
     }
 }
 
-/// Accepts connections until `shutdown` turns true, then stops accepting; each connection task
-/// then sends GOAWAY and ends when its streams have.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    settings: ListenerSettings,
+/// An accepted connection on its way to a worker.
+pub struct Incoming {
+    /// Which listener (index in the config) accepted it.
+    pub listener: usize,
+    /// The socket, detached from the acceptor's runtime.
+    pub tcp: std::net::TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Its place in the listener's connection budget, released when it closes.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Accepts connections until `shutdown` turns true and deals them round robin to the workers,
+/// which serve them on their own runtimes; each connection then sends GOAWAY and ends when its
+/// streams have.
+pub async fn accept_loop(
+    listener: std::net::TcpListener,
+    index: usize,
+    name: Arc<str>,
+    workers: Vec<mpsc::Sender<Incoming>>,
     conns: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let settings = Arc::new(settings);
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listener = %name, error = %e, "cannot register the listener");
+            return;
+        }
+    };
+    let mut next = 0;
     loop {
         let permit = tokio::select! {
             p = conns.sem.clone().acquire_owned() => p.expect("semaphore never closed"),
@@ -100,33 +124,42 @@ pub async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off briefly rather than spin.
-                    tracing::warn!(listener = %proxy.listener, error = %e, "accept failed");
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => break,
         };
-        tokio::spawn(serve_conn(
+        let Ok(tcp) = tcp.into_std() else { continue };
+        let incoming = Incoming {
+            listener: index,
             tcp,
             peer,
-            proxy.clone(),
-            settings.clone(),
-            shutdown.clone(),
             permit,
-        ));
+        };
+        if workers[next].send(incoming).await.is_err() {
+            break;
+        }
+        next = (next + 1) % workers.len();
     }
-    tracing::debug!(listener = %proxy.listener, "stopped accepting");
+    tracing::debug!(listener = %name, "stopped accepting");
 }
 
-async fn serve_conn(
-    tcp: TcpStream,
-    peer: SocketAddr,
+/// Serves one client connection on the current (worker) runtime.
+pub async fn serve_conn(
+    incoming: Incoming,
     proxy: Arc<Proxy>,
     settings: Arc<ListenerSettings>,
     mut shutdown: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
 ) {
+    let Incoming {
+        tcp, peer, permit, ..
+    } = incoming;
+    let _permit = permit;
+    let Ok(tcp) = TcpStream::from_std(tcp) else {
+        return;
+    };
     let _ = tcp.set_nodelay(true);
     let mut builder = h2::server::Builder::new();
     builder

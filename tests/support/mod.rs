@@ -44,7 +44,7 @@ pub async fn gateway(yaml: &str) -> TestGateway {
     let gw = synapsor::Gateway::bind(loaded.config).await.expect("bind");
     let listeners = gw.listener_addrs();
     let admin = gw.admin_addr();
-    let running = gw.start();
+    let running = gw.start().expect("start");
     let t = Instant::now();
     while running.readiness().is_err() && t.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -55,6 +55,12 @@ pub async fn gateway(yaml: &str) -> TestGateway {
         admin,
         running,
     }
+}
+
+/// Runs the gateway of `cfg` (from [`config`]) on a single worker, for tests that count one
+/// pool's connections.
+pub fn single_worker(cfg: &str) -> String {
+    format!("runtime: {{ workers: 1 }}\n{cfg}")
 }
 
 /// A one-listener, one-upstream config over `endpoints` (`host:port#weight` strings), with
