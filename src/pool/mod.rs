@@ -221,7 +221,10 @@ impl Pool {
     pub async fn acquire(&self) -> Result<Lease, AcquireError> {
         let p = &self.inner;
         if !p.settings.reuse {
-            let conn = conn::dial(p, false).await.map_err(AcquireError::Connect)?;
+            // Dialling is the rare path: boxed, so its large future does not bloat every call's.
+            let conn = Box::pin(conn::dial(p, false))
+                .await
+                .map_err(AcquireError::Connect)?;
             conn.try_reserve();
             return Ok(Lease {
                 conn,
@@ -240,7 +243,7 @@ impl Pool {
                     .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
-                let r = p.dial_and_add(open >= p.settings.max).await;
+                let r = Box::pin(p.dial_and_add(open >= p.settings.max)).await;
                 match r {
                     Ok(conn) if conn.try_reserve() => {
                         return Ok(Lease {
@@ -266,8 +269,7 @@ impl Pool {
                 )));
             }
             let generation = p.dial_generation.load(Ordering::Acquire);
-            let notified = p.wake.notified();
-            tokio::pin!(notified);
+            let mut notified = Box::pin(p.wake.notified());
             notified.as_mut().enable();
             let lease = p.try_lease();
             let waited = if lease.is_none() {
