@@ -12,6 +12,9 @@ use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use http::HeaderMap;
 
+/// Least send capacity asked for at a time.
+const RESERVE: usize = 16 * 1024;
+
 /// Most request bytes kept for a replay; a call that sent more is not retried.
 const REPLAY_LIMIT: usize = 64 * 1024;
 
@@ -104,8 +107,14 @@ impl Dir {
                 self.pending = self.queue.pop_front();
             }
             if let Some(chunk) = &mut self.pending {
-                dst.reserve_capacity(chunk.len());
+                // Ask for capacity only when what is already assigned does not cover the
+                // chunk, and then for at least RESERVE bytes, so a run of small frames takes
+                // one reservation instead of one each (every h2 call takes its lock).
                 let mut cap = dst.capacity();
+                if cap < chunk.len() {
+                    dst.reserve_capacity(chunk.len().max(RESERVE));
+                    cap = dst.capacity();
+                }
                 if cap == 0 {
                     match ready!(dst.poll_capacity(cx)) {
                         Some(Ok(n)) => cap = n,
