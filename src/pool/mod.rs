@@ -217,6 +217,11 @@ impl Pool {
         self.inner.conns.load().iter().map(|c| c.in_flight()).sum()
     }
 
+    /// Leases a stream slot on an open connection if one has room, without waiting or dialling.
+    pub fn try_acquire(&self) -> Option<Lease> {
+        self.inner.try_lease()
+    }
+
     /// Leases a stream slot, dialling or queueing as the settings say.
     pub async fn acquire(&self) -> Result<Lease, AcquireError> {
         let p = &self.inner;

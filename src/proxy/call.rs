@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -17,10 +16,10 @@ use h2::client::ResponseFuture;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::request::Parts;
-use http::uri::{Scheme, Uri};
-use http::{Request, Response};
+use http::Response;
 use tokio::time::{Instant, Sleep};
 
+use super::head::upstream_request;
 use super::pump::{Dir, DirError};
 use super::{reply_error, trailer_error};
 use crate::endpoint::Endpoint;
@@ -326,7 +325,7 @@ impl Call {
             },
             None => None,
         };
-        let req = self.upstream_request(&ep.address, remaining);
+        let req = upstream_request(&self.parts, &ep.address, remaining);
         let (response, send) = sender
             .send_request(req, end_of_stream)
             .map_err(not_started)?;
@@ -336,29 +335,6 @@ impl Call {
             response,
             send,
         })
-    }
-
-    /// The request head sent upstream: the client's, with the remaining deadline budget.
-    fn upstream_request(&self, endpoint: &str, remaining: Option<Duration>) -> Request<()> {
-        let mut req = Request::new(());
-        *req.method_mut() = self.parts.method.clone();
-        let uri = &self.parts.uri;
-        *req.uri_mut() = if uri.scheme().is_some() && uri.authority().is_some() {
-            uri.clone()
-        } else {
-            let mut p = uri.clone().into_parts();
-            p.scheme.get_or_insert(Scheme::HTTP);
-            if p.authority.is_none() {
-                p.authority = endpoint.parse().ok();
-            }
-            Uri::from_parts(p).unwrap_or_else(|_| uri.clone())
-        };
-        *req.headers_mut() = self.parts.headers.clone();
-        if let Some(r) = remaining {
-            req.headers_mut()
-                .insert(grpc::GRPC_TIMEOUT, grpc::encode_timeout(r));
-        }
-        req
     }
 
     /// Classifies an upstream stream error. `before_headers`: no response headers yet.

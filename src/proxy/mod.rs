@@ -2,6 +2,7 @@
 //! upstream stream and pumps both directions.
 
 mod call;
+mod head;
 mod pump;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::error::ProxyError;
 use crate::grpc;
 use crate::route::Router;
 
+pub use head::upstream_request;
 pub use pump::{Dir, DirError};
 
 /// What a listener needs to serve a stream.
