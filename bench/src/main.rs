@@ -6,7 +6,8 @@
 //! errors, the proxy's CPU seconds and peak RSS (from /proc), and each target's ratio to direct.
 //!
 //! Options: `--rounds N` (3), `--secs S` per measurement (5), `--loads a,b` (all),
-//! `--targets a,b` (direct,synapsor), `--gateway PATH` (target/release/synapsor).
+//! `--targets a,b` (direct,synapsor), `--gateway PATH` (target/release/synapsor), `--workers N`
+//! (the gateway's `runtime.workers`; 0, one per core).
 
 mod load;
 mod procfs;
@@ -26,6 +27,7 @@ struct Args {
     loads: Vec<Load>,
     targets: Vec<String>,
     gateway: PathBuf,
+    workers: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -35,6 +37,7 @@ fn args() -> anyhow::Result<Args> {
         loads: Load::ALL.to_vec(),
         targets: vec!["direct".into(), "synapsor".into()],
         gateway: PathBuf::from("target/release/synapsor"),
+        workers: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -43,6 +46,7 @@ fn args() -> anyhow::Result<Args> {
             "--rounds" => a.rounds = v()?.parse()?,
             "--secs" => a.secs = v()?.parse()?,
             "--gateway" => a.gateway = v()?.into(),
+            "--workers" => a.workers = v()?.parse()?,
             "--targets" => a.targets = v()?.split(',').map(str::to_string).collect(),
             "--loads" => {
                 let names = v()?;
@@ -84,7 +88,7 @@ fn main() -> anyhow::Result<()> {
     for name in &a.targets {
         ts.push(match name.as_str() {
             "direct" => Target::direct(backend.addr),
-            "synapsor" => targets::synapsor(&a.gateway, backend.addr, &dir)?,
+            "synapsor" => targets::synapsor(&a.gateway, backend.addr, &dir, a.workers)?,
             "nginx" => targets::nginx(backend.addr, &dir)?,
             "haproxy" => targets::haproxy(backend.addr, &dir)?,
             other => bail!("unknown target {other}"),

@@ -159,13 +159,19 @@ fn spawn(name: &str, cmd: &mut Command, addr: SocketAddr) -> anyhow::Result<Targ
 }
 
 /// Starts the synapsor binary at `bin` in front of `backend`.
-pub fn synapsor(bin: &Path, backend: SocketAddr, dir: &Path) -> anyhow::Result<Target> {
+pub fn synapsor(
+    bin: &Path,
+    backend: SocketAddr,
+    dir: &Path,
+    workers: usize,
+) -> anyhow::Result<Target> {
     let (addr, admin) = (free_addr(), free_addr());
     let cfg = dir.join("synapsor.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "admin: {{ listen: {admin} }}\n\
+            "runtime: {{ workers: {workers} }}\n\
+             admin: {{ listen: {admin} }}\n\
              listeners:\n  - {{ name: bench, listen: {addr}, upstream: echo }}\n\
              upstreams:\n  - name: echo\n    endpoints: [ \"{backend}\" ]\n    request_timeout: 0\n"
         ),
