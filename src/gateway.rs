@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ListenerConfig};
-use crate::proxy::Proxy;
+use crate::proxy::Forward;
 use crate::route::Router;
 use crate::server::worker::{self, WorkerPlan};
 use crate::server::{self, Connections, ListenerSettings};
@@ -99,11 +99,8 @@ impl Gateway {
                     let router = Router::new(&cfg.routes, cfg.upstream.as_deref(), |name| {
                         upstreams[name].clone()
                     });
-                    let proxy = Arc::new(Proxy {
-                        listener: cfg.name.as_str().into(),
-                        router,
-                    });
-                    (proxy, s.clone())
+                    let name: Arc<str> = cfg.name.as_str().into();
+                    (name, Forward::new(router), s.clone())
                 })
                 .collect();
             let (tx, rx) = mpsc::channel(worker::QUEUE);

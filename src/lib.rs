@@ -10,8 +10,11 @@
 //!   and field in every error, and validation.
 //! - [`server`]: listeners — bounded accept dealing connections to per-core workers (each its
 //!   own current-thread runtime), HTTP/2 (h2c) handshake, a task per stream, keepalive, drain.
-//! - [`proxy`]: the per-stream path — gRPC checks, routing, the [`proxy::Dir`] pump and the call
-//!   phases (open, await headers, stream) with deadlines and cancellation.
+//! - [`stack`]: the one request/response/body/error type every stage shares, and
+//!   [`stack::status_of`], where errors become gRPC statuses.
+//! - [`proxy`]: the per-stream path — [`proxy::Forward`] (the innermost service: route, open the
+//!   upstream stream, await headers) and [`proxy::serve_stream`] (call the stack, pump the
+//!   response back), the [`proxy::Dir`] pump, deadlines and cancellation.
 //! - [`route`]: the upstream group of a call, by listener, `:path` prefix or metadata value.
 //! - [`balance`]: `random_weight`, `least_request`, `round_robin`, `p2c_ewma`.
 //! - [`pool`]: per-endpoint multiplexed HTTP/2 connections, expansion, queueing, keepalive,
@@ -34,6 +37,7 @@ pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod stack;
 pub mod upstream;
 
 pub use gateway::{Gateway, Running};

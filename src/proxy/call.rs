@@ -1,60 +1,38 @@
 //! One proxied call: open a stream on an upstream endpoint (retrying once elsewhere if it never
-//! started), wait for the response headers while pumping the request body, then pump both
-//! directions until the response ends. Deadlines, `request_timeout` and cancellation from either
-//! side are watched throughout, in one task and one future per phase.
+//! started), and wait for the response headers while pumping the request body. The response
+//! goes back as a [`Response`] whose [`ForwardBody`] streams the upstream's frames and keeps
+//! pumping the request, watching the deadline, until the response ends.
 
-use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use h2::client::ResponseFuture;
-use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::request::Parts;
-use http::Response;
+use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
 use super::head::upstream_request;
 use super::pump::{Dir, DirError};
-use super::{reply_error, trailer_error};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, EndpointState};
 use crate::error::ProxyError;
 use crate::grpc;
 use crate::pool::{AcquireError, Lease};
+use crate::stack::{Body, BoxError, Response};
 use crate::upstream::Upstream;
 
-/// How a call ended, for the debug log line.
-pub enum Outcome {
-    /// The upstream's response (whatever its status) reached the client.
-    Forwarded,
-    /// The gateway ended the call with this error.
-    Failed(ProxyError),
-    /// The client went away.
-    ClientGone,
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Outcome::Forwarded => f.write_str("forwarded"),
-            Outcome::Failed(e) => write!(f, "failed: {e}"),
-            Outcome::ClientGone => f.write_str("client cancelled"),
-        }
-    }
-}
-
 /// Counts a stream against its endpoint for as long as it is open.
-struct InFlight(Arc<Endpoint>);
+struct InFlight(Arc<EndpointState>);
 
 impl InFlight {
-    fn new(ep: &Arc<Endpoint>) -> InFlight {
+    fn new(ep: &Endpoint) -> InFlight {
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(ep.clone())
+        InFlight(ep.state.clone())
     }
 }
 
@@ -81,16 +59,8 @@ pub struct Call {
 }
 
 enum Headers {
-    Response(Result<Response<RecvStream>, h2::Error>),
-    ClientGone,
+    Response(Result<http::Response<RecvStream>, h2::Error>),
     Timeout(ProxyError),
-}
-
-enum Streaming {
-    Done,
-    ClientGone,
-    UpstreamFailed(h2::Error),
-    Deadline,
 }
 
 impl Call {
@@ -114,8 +84,9 @@ impl Call {
         ProxyError::Deadline(self.started.elapsed())
     }
 
-    /// Runs the call to its end.
-    pub async fn run(self, body: RecvStream, mut respond: SendResponse<Bytes>) -> Outcome {
+    /// Runs the call until the upstream's response headers arrive (or the gateway ends it).
+    /// Dropping the future (the client went away) resets the upstream stream.
+    pub async fn run(self, body: Body) -> Result<Response, ProxyError> {
         let mut dir = Dir::new(body, true);
         let mut deadline = self.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         let mut avoid = None;
@@ -125,7 +96,6 @@ impl Call {
             let opened = tokio::select! {
                 r = self.open(avoid, dir.is_done()) => r,
                 _ = sleep_opt(&mut deadline) => Err((None, self.deadline_error())),
-                _ = poll_fn(|cx| respond.poll_reset(cx)) => return Outcome::ClientGone,
             };
             let mut opened = match opened {
                 Ok(o) => o,
@@ -135,12 +105,11 @@ impl Call {
                         avoid = index;
                         continue;
                     }
-                    reply_error(&mut respond, &e);
-                    return Outcome::Failed(e);
+                    return Err(e);
                 }
             };
             let ep = self.upstream.endpoints[opened.index].clone();
-            let _in_flight = InFlight::new(&ep);
+            let in_flight = InFlight::new(&ep);
             let sent_at = Instant::now();
 
             // Phase B: response headers, while the request body flows.
@@ -150,16 +119,11 @@ impl Call {
                 .map(|t| Box::pin(tokio::time::sleep(t)));
             let mut req_broken = false;
             let got = poll_fn(|cx| {
-                if respond.poll_reset(cx).is_ready() {
-                    return Poll::Ready(Headers::ClientGone);
-                }
                 if !req_broken {
-                    match dir.poll_forward(cx, &mut opened.send) {
-                        Poll::Ready(Err(DirError::Src(_))) => {
-                            return Poll::Ready(Headers::ClientGone)
-                        }
-                        Poll::Ready(Err(DirError::Dst(_))) => req_broken = true,
-                        _ => {}
+                    if let Poll::Ready(Err(_)) = dir.poll_forward(cx, &mut opened.send) {
+                        // The client's side failed (it reset: the server drops this call) or
+                        // the upstream stopped reading (its response will say why).
+                        req_broken = true;
                     }
                 }
                 if let Poll::Ready(r) = opened.response.poll_unpin(cx) {
@@ -184,7 +148,7 @@ impl Call {
             let resp = match got {
                 Headers::Response(Ok(resp)) => resp,
                 Headers::Response(Err(e)) => {
-                    let err = self.stream_error(&ep, &e, true);
+                    let err = stream_error(&self.upstream.name, &ep, &e, true);
                     if err.never_started() && !retried && dir.can_replay() {
                         tracing::debug!(upstream = %self.upstream.name, endpoint = %ep.address,
                             error = %e, "stream refused before it started; retrying elsewhere");
@@ -193,88 +157,35 @@ impl Call {
                         dir.restart();
                         continue;
                     }
-                    reply_error(&mut respond, &err);
-                    return Outcome::Failed(err);
-                }
-                Headers::ClientGone => {
-                    opened.send.send_reset(h2::Reason::CANCEL);
-                    return Outcome::ClientGone;
+                    return Err(err);
                 }
                 Headers::Timeout(err) => {
                     opened.send.send_reset(h2::Reason::CANCEL);
-                    reply_error(&mut respond, &err);
-                    return Outcome::Failed(err);
+                    return Err(err);
                 }
             };
             ep.latency.observe(sent_at.elapsed().as_nanos() as u64);
             dir.forget_replay();
-
-            // Phase C: the response streams back while the request may still flow.
             let (mut head, body) = resp.into_parts();
             grpc::strip_hop_by_hop(&mut head.headers);
-            let eos = body.is_end_stream();
-            let Ok(mut client) = respond.send_response(Response::from_parts(head, ()), eos) else {
-                opened.send.send_reset(h2::Reason::CANCEL);
-                return Outcome::ClientGone;
+            let body = if body.is_end_stream() {
+                // Trailers-only: nothing more will flow either way.
+                Body::empty()
+            } else {
+                Body::boxed(ForwardBody {
+                    response: Body::h2(body),
+                    request: dir,
+                    request_sink: opened.send,
+                    request_broken: req_broken,
+                    deadline,
+                    started: self.started,
+                    upstream: self.upstream.name.clone(),
+                    endpoint: ep,
+                    _lease: opened._lease,
+                    _in_flight: in_flight,
+                })
             };
-            if eos {
-                return Outcome::Forwarded;
-            }
-            let mut rdir = Dir::new(body, false);
-            let end = poll_fn(|cx| {
-                if client.poll_reset(cx).is_ready() {
-                    return Poll::Ready(Streaming::ClientGone);
-                }
-                if !req_broken && !dir.is_done() {
-                    match dir.poll_forward(cx, &mut opened.send) {
-                        Poll::Ready(Err(DirError::Src(_))) => {
-                            return Poll::Ready(Streaming::ClientGone)
-                        }
-                        Poll::Ready(Err(DirError::Dst(_))) => req_broken = true,
-                        _ => {}
-                    }
-                }
-                match rdir.poll_forward(cx, &mut client) {
-                    Poll::Ready(Ok(())) => return Poll::Ready(Streaming::Done),
-                    Poll::Ready(Err(DirError::Src(e))) => {
-                        return Poll::Ready(Streaming::UpstreamFailed(e))
-                    }
-                    Poll::Ready(Err(DirError::Dst(_))) => {
-                        return Poll::Ready(Streaming::ClientGone)
-                    }
-                    Poll::Pending => {}
-                }
-                if let Some(d) = deadline.as_mut() {
-                    if d.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Streaming::Deadline);
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            return match end {
-                Streaming::Done => Outcome::Forwarded,
-                Streaming::ClientGone => {
-                    opened.send.send_reset(h2::Reason::CANCEL);
-                    Outcome::ClientGone
-                }
-                Streaming::Deadline => {
-                    opened.send.send_reset(h2::Reason::CANCEL);
-                    let err = self.deadline_error();
-                    trailer_error(&mut client, &err);
-                    Outcome::Failed(err)
-                }
-                Streaming::UpstreamFailed(e) => {
-                    let err = self.stream_error(&ep, &e, false);
-                    match e.reason() {
-                        // A reset passes through as a reset with the same code, as a direct
-                        // connection would have shown it.
-                        Some(reason) if e.is_reset() => client.send_reset(reason),
-                        _ => trailer_error(&mut client, &err),
-                    }
-                    Outcome::Failed(err)
-                }
-            };
+            return Ok(Response::from_parts(head, body));
         }
     }
 
@@ -336,43 +247,102 @@ impl Call {
             send,
         })
     }
-
-    /// Classifies an upstream stream error. `before_headers`: no response headers yet.
-    fn stream_error(&self, ep: &Endpoint, e: &h2::Error, before_headers: bool) -> ProxyError {
-        let upstream = self.upstream.name.to_string();
-        let endpoint = ep.address.to_string();
-        if e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM) && before_headers {
-            return ProxyError::NotStarted {
-                upstream,
-                endpoint,
-                reason: e.to_string(),
-            };
-        }
-        if e.is_go_away()
-            && e.is_remote()
-            && before_headers
-            && e.reason() == Some(h2::Reason::NO_ERROR)
-        {
-            // After a graceful GOAWAY, h2 fails only the streams the peer never processed.
-            return ProxyError::NotStarted {
-                upstream,
-                endpoint,
-                reason: e.to_string(),
-            };
-        }
-        match e.reason() {
-            Some(reason) if e.is_reset() => ProxyError::UpstreamReset { upstream, reason },
-            _ => ProxyError::UpstreamLost {
-                upstream,
-                reason: e.to_string(),
-            },
-        }
-    }
 }
 
 async fn sleep_opt(s: &mut Option<Pin<Box<Sleep>>>) {
     match s {
         Some(s) => s.as_mut().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Classifies an upstream stream error. `before_headers`: no response headers yet.
+fn stream_error(name: &str, ep: &Endpoint, e: &h2::Error, before_headers: bool) -> ProxyError {
+    let upstream = name.to_string();
+    let endpoint = ep.address.to_string();
+    if e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM) && before_headers {
+        return ProxyError::NotStarted {
+            upstream,
+            endpoint,
+            reason: e.to_string(),
+        };
+    }
+    if e.is_go_away() && e.is_remote() && before_headers && e.reason() == Some(h2::Reason::NO_ERROR)
+    {
+        // After a graceful GOAWAY, h2 fails only the streams the peer never processed.
+        return ProxyError::NotStarted {
+            upstream,
+            endpoint,
+            reason: e.to_string(),
+        };
+    }
+    match e.reason() {
+        Some(reason) if e.is_reset() => ProxyError::UpstreamReset { upstream, reason },
+        _ => ProxyError::UpstreamLost {
+            upstream,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// The body of a forwarded response: the upstream's frames as they arrive. Polling it also keeps
+/// the request body flowing upstream (a bidi call's client may still be sending) and watches the
+/// deadline. Dropping it before the end resets the upstream stream; the stream slot and the
+/// endpoint's in-flight count are given back when it drops.
+pub struct ForwardBody {
+    response: Body,
+    request: Dir,
+    request_sink: SendStream<Bytes>,
+    request_broken: bool,
+    deadline: Option<Pin<Box<Sleep>>>,
+    started: Instant,
+    upstream: Arc<str>,
+    endpoint: Arc<Endpoint>,
+    _lease: Lease,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for ForwardBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if !this.request_broken && !this.request.is_done() {
+            if let Poll::Ready(Err(e)) = this.request.poll_forward(cx, &mut this.request_sink) {
+                // A client that reset is noticed by the server; an upstream that stopped
+                // reading says why in its response.
+                if let DirError::Src(_) = e {
+                    this.request_sink.send_reset(h2::Reason::CANCEL);
+                }
+                this.request_broken = true;
+            }
+        }
+        if let Some(d) = this.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                this.deadline = None;
+                this.request_sink.send_reset(h2::Reason::CANCEL);
+                this.request_broken = true;
+                let err = ProxyError::Deadline(this.started.elapsed());
+                return Poll::Ready(Some(Err(err.into())));
+            }
+        }
+        match Pin::new(&mut this.response).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                let err = match e.downcast::<h2::Error>() {
+                    Ok(h2e) => stream_error(&this.upstream, &this.endpoint, &h2e, false),
+                    Err(other) => return Poll::Ready(Some(Err(other))),
+                };
+                Poll::Ready(Some(Err(err.into())))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.response.is_end_stream()
     }
 }

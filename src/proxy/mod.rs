@@ -1,63 +1,174 @@
-//! The per-stream path: check the request is gRPC, route it, and run the [`call`] that opens the
-//! upstream stream and pumps both directions.
+//! The per-stream path. [`Forward`] is the innermost service of the stack: route, balance, pool,
+//! open the upstream stream (the [`call`] phases). [`serve_stream`] is what the server runs for
+//! each client stream: check it is gRPC, call the stack, and pump the response it returns back
+//! to the client, turning any error into a gRPC status in the one place that does it.
 
 mod call;
 mod head;
 mod pump;
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, StatusCode};
+use http_body::Body as _;
+use tower::{Service, ServiceExt};
 
 use crate::error::ProxyError;
 use crate::grpc;
 use crate::route::Router;
+use crate::stack::{status_of, Body, BoxError, Request, Response};
 
+pub use call::ForwardBody;
 pub use head::upstream_request;
 pub use pump::{Dir, DirError};
 
-/// What a listener needs to serve a stream.
-pub struct Proxy {
-    /// The listener's name, for logs.
-    pub listener: Arc<str>,
-    /// Its routing table.
-    pub router: Router,
+/// The innermost service: routes a call to its upstream group and forwards it. Cloning is
+/// cheap (one `Arc`).
+#[derive(Clone)]
+pub struct Forward {
+    router: Arc<Router>,
 }
 
-impl Proxy {
-    /// Serves one client stream to its end. Never panics on client input; every failure is
-    /// answered with a gRPC status or, for non-gRPC requests, an HTTP status.
-    pub async fn serve_stream(&self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
-        if let Some(status) = not_grpc(&req) {
-            let mut resp = Response::new(());
-            *resp.status_mut() = status;
-            let _ = respond.send_response(resp, true);
-            return;
+impl Forward {
+    /// A forwarder over a listener's routing table.
+    pub fn new(router: Router) -> Forward {
+        Forward {
+            router: Arc::new(router),
         }
+    }
+}
+
+impl Service<Request> for Forward {
+    type Response = Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         let Some(upstream) = self.router.route(&parts).cloned() else {
-            let path = parts.uri.path().to_string();
-            reply_error(&mut respond, &ProxyError::NoRoute(path));
-            return;
+            let err = ProxyError::NoRoute(parts.uri.path().to_string());
+            return Box::pin(std::future::ready(Err(err.into())));
         };
         grpc::strip_hop_by_hop(&mut parts.headers);
-        // The per-call log line costs nothing unless debug logging is on.
-        let log = tracing::enabled!(tracing::Level::DEBUG)
-            .then(|| (parts.uri.path().to_owned(), std::time::Instant::now()));
-        let name = upstream.name.clone();
-        let outcome = call::Call::new(upstream, parts).run(body, respond).await;
-        if let Some((path, started)) = log {
-            tracing::debug!(listener = %self.listener, %path, upstream = %name,
-                elapsed = ?started.elapsed(), %outcome, "call");
+        let call = call::Call::new(upstream, parts);
+        Box::pin(async move { call.run(body).await.map_err(Into::into) })
+    }
+}
+
+/// How a stream ended, for the debug log line.
+enum Outcome {
+    Forwarded,
+    Failed(String),
+    ClientGone,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Forwarded => f.write_str("forwarded"),
+            Outcome::Failed(e) => write!(f, "failed: {e}"),
+            Outcome::ClientGone => f.write_str("client cancelled"),
+        }
+    }
+}
+
+/// Serves one client stream to its end through `svc`. Never panics on client input; every
+/// failure is answered with a gRPC status or, for non-gRPC requests, an HTTP status.
+pub async fn serve_stream<S>(
+    svc: S,
+    listener: &str,
+    req: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) where
+    S: Service<Request, Response = Response, Error = BoxError>,
+{
+    if let Some(status) = not_grpc(&req) {
+        let mut resp = http::Response::new(());
+        *resp.status_mut() = status;
+        let _ = respond.send_response(resp, true);
+        return;
+    }
+    // The per-call log line costs nothing unless debug logging is on.
+    let log = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (req.uri().path().to_owned(), std::time::Instant::now()));
+    let outcome = run(svc, req.map(Body::h2), &mut respond).await;
+    if let Some((path, started)) = log {
+        tracing::debug!(listener, %path, elapsed = ?started.elapsed(), %outcome, "call");
+    }
+}
+
+async fn run<S>(svc: S, req: Request, respond: &mut SendResponse<Bytes>) -> Outcome
+where
+    S: Service<Request, Response = Response, Error = BoxError>,
+{
+    let call = svc.oneshot(req);
+    tokio::pin!(call);
+    // A client that resets before the response starts drops the call (and so the upstream
+    // stream).
+    let result = tokio::select! {
+        r = &mut call => r,
+        _ = poll_fn(|cx| respond.poll_reset(cx)) => return Outcome::ClientGone,
+    };
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            let (code, msg) = status_of(&e);
+            tracing::debug!(error = %msg, ?code, "call failed in the gateway");
+            let _ = respond.send_response(grpc::trailers_only(code, &msg), true);
+            return Outcome::Failed(msg);
+        }
+    };
+    let (head, body) = resp.into_parts();
+    let eos = body.is_end_stream();
+    let Ok(mut client) = respond.send_response(http::Response::from_parts(head, ()), eos) else {
+        return Outcome::ClientGone;
+    };
+    if eos {
+        return Outcome::Forwarded;
+    }
+    let mut dir = Dir::new(body, false);
+    let end = poll_fn(|cx| {
+        if client.poll_reset(cx).is_ready() {
+            return Poll::Ready(Err(None));
+        }
+        dir.poll_forward(cx, &mut client).map_err(|e| match e {
+            DirError::Src(e) => Some(e),
+            DirError::Dst(_) => None,
+        })
+    })
+    .await;
+    match end {
+        Ok(()) => Outcome::Forwarded,
+        Err(None) => Outcome::ClientGone,
+        Err(Some(e)) => {
+            match e.downcast_ref::<ProxyError>() {
+                // An upstream reset passes through as a reset with the same code, as a direct
+                // connection would have shown it.
+                Some(ProxyError::UpstreamReset { reason, .. }) => client.send_reset(*reason),
+                _ => {
+                    let (code, msg) = status_of(&e);
+                    let mut t = http::HeaderMap::new();
+                    grpc::put_status(&mut t, code, &msg);
+                    let _ = client.send_trailers(t);
+                }
+            }
+            Outcome::Failed(e.to_string())
         }
     }
 }
 
 /// The HTTP status for a request that is not gRPC, or `None` for a gRPC request.
-fn not_grpc(req: &Request<RecvStream>) -> Option<StatusCode> {
+fn not_grpc(req: &http::Request<RecvStream>) -> Option<StatusCode> {
     if req.method() != Method::POST {
         return Some(StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -65,19 +176,4 @@ fn not_grpc(req: &Request<RecvStream>) -> Option<StatusCode> {
         return Some(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
     None
-}
-
-/// Answers a call the gateway ends itself, before any response headers went out: a
-/// trailers-only response carrying the status of `err` (the one place errors become statuses).
-pub fn reply_error(respond: &mut SendResponse<Bytes>, err: &ProxyError) {
-    tracing::debug!(error = %err, code = ?err.code(), "call failed in the gateway");
-    let _ = respond.send_response(grpc::trailers_only(err.code(), &err.to_string()), true);
-}
-
-/// Ends a call whose response headers were already sent: trailers carrying the status of `err`.
-pub fn trailer_error(send: &mut h2::SendStream<Bytes>, err: &ProxyError) {
-    tracing::debug!(error = %err, code = ?err.code(), "call failed in the gateway");
-    let mut t = http::HeaderMap::new();
-    grpc::put_status(&mut t, err.code(), &err.to_string());
-    let _ = send.send_trailers(t);
 }

@@ -1,16 +1,21 @@
-//! Moves one direction of a stream: DATA frames and trailers from an h2 `RecvStream` to an h2
-//! `SendStream`, as they arrive, without decoding gRPC messages. Sending waits for the peer's
+//! Moves one direction of a stream: DATA frames and trailers from a [`Body`] (an h2 stream, or
+//! what a stage made of one) to an h2 `SendStream`, as they arrive, without decoding gRPC
+//! messages. Sending waits for the peer's
 //! flow-control capacity, so a slow reader slows the writer instead of filling memory.
 //!
 //! The request direction may keep a small replay buffer so that a call refused by an upstream
 //! before it started (REFUSED_STREAM, GOAWAY) can be replayed on another endpoint.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use h2::{RecvStream, SendStream};
+use h2::SendStream;
 use http::HeaderMap;
+use http_body::Body as _;
+
+use crate::stack::{Body, BoxError};
 
 /// Least send capacity asked for at a time.
 const RESERVE: usize = 16 * 1024;
@@ -21,15 +26,16 @@ const REPLAY_LIMIT: usize = 64 * 1024;
 /// Which side failed.
 #[derive(Debug)]
 pub enum DirError {
-    /// Reading from the source failed (its peer reset the stream or the connection broke).
-    Src(h2::Error),
+    /// Reading from the source failed (its peer reset the stream, the connection broke, or the
+    /// gateway ended the call: a deadline, say).
+    Src(BoxError),
     /// Writing to the destination failed.
     Dst(h2::Error),
 }
 
 /// One direction of a proxied stream.
 pub struct Dir {
-    src: RecvStream,
+    src: Body,
     /// Chunks to send before reading more from `src` (a replay after a retry).
     queue: VecDeque<Bytes>,
     pending: Option<Bytes>,
@@ -51,7 +57,7 @@ struct Replay {
 
 impl Dir {
     /// A direction reading from `src`; `replayable` keeps the first bytes for a retry.
-    pub fn new(src: RecvStream, replayable: bool) -> Dir {
+    pub fn new(src: Body, replayable: bool) -> Dir {
         let done = src.is_end_stream();
         Dir {
             src,
@@ -145,25 +151,27 @@ impl Dir {
                 self.done = true;
                 continue;
             }
-            match ready!(self.src.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let n = data.len();
-                    let _ = self.src.flow_control().release_capacity(n);
-                    if n == 0 {
-                        continue;
+            match ready!(Pin::new(&mut self.src).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        if data.is_empty() {
+                            continue;
+                        }
+                        self.keep_for_replay(&data);
+                        self.pending = Some(data);
                     }
-                    self.keep_for_replay(&data);
-                    self.pending = Some(data);
-                }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            if let Some(r) = &mut self.replay {
+                                r.trailers = Some(trailers.clone());
+                            }
+                            self.trailers = Some(trailers);
+                            self.src_done = true;
+                        }
+                    }
+                },
                 Some(Err(e)) => return Poll::Ready(Err(DirError::Src(e))),
-                None => {
-                    let trailers = ready!(self.src.poll_trailers(cx)).map_err(DirError::Src)?;
-                    if let Some(r) = &mut self.replay {
-                        r.trailers = trailers.clone();
-                    }
-                    self.trailers = trailers;
-                    self.src_done = true;
-                }
+                None => self.src_done = true,
             }
         }
     }

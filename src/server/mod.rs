@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ListenerConfig;
 use crate::pool::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
-use crate::proxy::Proxy;
+use crate::proxy::{self, Forward};
 
 pub mod worker;
 
@@ -149,7 +149,8 @@ pub async fn accept_loop(
 /// Serves one client connection on the current (worker) runtime.
 pub async fn serve_conn(
     incoming: Incoming,
-    proxy: Arc<Proxy>,
+    listener: Arc<str>,
+    forward: Forward,
     settings: Arc<ListenerSettings>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -191,8 +192,10 @@ pub async fn serve_conn(
         tokio::select! {
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
-                    let proxy = proxy.clone();
-                    tokio::spawn(async move { proxy.serve_stream(req, respond).await });
+                    let (svc, name) = (forward.clone(), listener.clone());
+                    tokio::spawn(async move {
+                        proxy::serve_stream(svc, &name, req, respond).await
+                    });
                 }
                 Some(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "client connection error");
