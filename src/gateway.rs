@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ListenerConfig};
+use crate::interceptor::Stages;
 use crate::proxy::Forward;
 use crate::route::Router;
 use crate::server::worker::{self, WorkerPlan};
@@ -80,6 +81,11 @@ impl Gateway {
             .iter()
             .map(|(c, _)| Arc::new(ListenerSettings::from_config(c)))
             .collect();
+        let stages: Vec<Stages> = self
+            .listeners
+            .iter()
+            .map(|(c, _)| Stages::new(&c.interceptors))
+            .collect();
         let mut instances: HashMap<String, Vec<Arc<Upstream>>> = HashMap::new();
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -95,12 +101,13 @@ impl Gateway {
                 .listeners
                 .iter()
                 .zip(&settings)
-                .map(|((cfg, _), s)| {
+                .zip(&stages)
+                .map(|(((cfg, _), s), stages)| {
                     let router = Router::new(&cfg.routes, cfg.upstream.as_deref(), |name| {
                         upstreams[name].clone()
                     });
                     let name: Arc<str> = cfg.name.as_str().into();
-                    (name, Forward::new(router), s.clone())
+                    (name, stages.around(Forward::new(router)), s.clone())
                 })
                 .collect();
             let (tx, rx) = mpsc::channel(worker::QUEUE);

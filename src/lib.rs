@@ -15,6 +15,7 @@
 //! - [`proxy`]: the per-stream path — [`proxy::Forward`] (the innermost service: route, open the
 //!   upstream stream, await headers) and [`proxy::serve_stream`] (call the stack, pump the
 //!   response back), the [`proxy::Dir`] pump, deadlines and cancellation.
+//! - [`interceptor`]: built-in stages (tower layers): `rate_limit`, `concurrency_limit`.
 //! - [`route`]: the upstream group of a call, by listener, `:path` prefix or metadata value.
 //! - [`balance`]: `random_weight`, `least_request`, `round_robin`, `p2c_ewma`.
 //! - [`pool`]: per-endpoint multiplexed HTTP/2 connections, expansion, queueing, keepalive,
@@ -33,6 +34,7 @@ pub mod endpoint;
 pub mod error;
 pub mod gateway;
 pub mod grpc;
+pub mod interceptor;
 pub mod pool;
 pub mod proxy;
 pub mod route;

@@ -7,6 +7,7 @@
 
 mod duration;
 mod endpoint;
+mod interceptor;
 mod locate;
 mod model;
 mod seed;
@@ -17,6 +18,9 @@ use std::path::{Path, PathBuf};
 
 pub use duration::{parse_duration, Dur};
 pub use endpoint::{EndpointSpec, MAX_WEIGHT};
+pub use interceptor::{
+    check_method_pattern, ConcurrencyLimitConfig, KeySpec, MissingKey, RateLimitConfig, StageConfig,
+};
 pub use model::{
     AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode, RouteConfig,
     UpstreamConfig,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::Dur;
 use super::endpoint::EndpointSpec;
+use super::interceptor::StageConfig;
 
 /// The whole gateway configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -87,6 +88,9 @@ pub struct ListenerConfig {
     /// Routes tried in order before the default upstream.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Stages every call of this listener passes, in this order, before it is routed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interceptors: Vec<StageConfig>,
     /// How long in-flight calls may run after SIGTERM/SIGINT before the gateway exits.
     #[serde(default = "default_drain")]
     pub drain_timeout: Dur,

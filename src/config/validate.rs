@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use super::interceptor::{check_method_pattern, StageConfig};
 use super::model::{Config, PoolMode};
 
 /// The first problem found, as (field path, message).
@@ -115,6 +116,12 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
         if l.max_header_list_size < 1024 {
             return Err((at("max_header_list_size"), "must be at least 1024".into()));
         }
+        for (j, stage) in l.interceptors.iter().enumerate() {
+            validate_stage(stage).map_err(|(f, m)| {
+                let kind = stage.kind();
+                (format!("listeners[{i}].interceptors[{j}].{kind}.{f}"), m)
+            })?;
+        }
         for (j, r) in l.routes.iter().enumerate() {
             let at = |f: &str| format!("listeners[{i}].routes[{j}]{f}");
             match (&r.path_prefix, &r.metadata) {
@@ -164,4 +171,38 @@ fn unknown_upstream(name: &str, names: &HashSet<&str>) -> String {
         "no upstream is named {name:?} (upstreams: {})",
         known.join(", ")
     )
+}
+
+/// The first problem in one stage, as (field within the stage, message).
+fn validate_stage(stage: &StageConfig) -> Result<(), (String, String)> {
+    let (methods, max_keys) = match stage {
+        StageConfig::RateLimit(r) => {
+            if r.rate == 0 {
+                return Err(("rate".into(), "must be at least 1".into()));
+            }
+            if r.per.0.is_zero() {
+                return Err(("per".into(), "must be more than 0".into()));
+            }
+            if r.per.0 / r.rate == std::time::Duration::ZERO {
+                return Err(("rate".into(), "is more than one call per nanosecond".into()));
+            }
+            if r.burst == Some(0) {
+                return Err(("burst".into(), "must be at least 1".into()));
+            }
+            (&r.methods, r.max_keys)
+        }
+        StageConfig::ConcurrencyLimit(c) => {
+            if c.max == 0 {
+                return Err(("max".into(), "must be at least 1".into()));
+            }
+            (&c.methods, c.max_keys)
+        }
+    };
+    if max_keys == 0 || max_keys > 10_000_000 {
+        return Err(("max_keys".into(), "must be from 1 to 10000000".into()));
+    }
+    for (k, m) in methods.iter().enumerate() {
+        check_method_pattern(m).map_err(|e| (format!("methods[{k}]"), e))?;
+    }
+    Ok(())
 }

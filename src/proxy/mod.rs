@@ -87,6 +87,7 @@ impl std::fmt::Display for Outcome {
 pub async fn serve_stream<S>(
     svc: S,
     listener: &str,
+    peer: std::net::SocketAddr,
     req: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) where
@@ -101,7 +102,10 @@ pub async fn serve_stream<S>(
     // The per-call log line costs nothing unless debug logging is on.
     let log = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (req.uri().path().to_owned(), std::time::Instant::now()));
-    let outcome = run(svc, req.map(Body::h2), &mut respond).await;
+    let mut req = req.map(Body::h2);
+    req.extensions_mut()
+        .insert(crate::interceptor::PeerAddr(peer));
+    let outcome = run(svc, req, &mut respond).await;
     if let Some((path, started)) = log {
         tracing::debug!(listener, %path, elapsed = ?started.elapsed(), %outcome, "call");
     }
@@ -122,10 +126,10 @@ where
     let resp = match result {
         Ok(resp) => resp,
         Err(e) => {
-            let (code, msg) = status_of(&e);
-            tracing::debug!(error = %msg, ?code, "call failed in the gateway");
-            let _ = respond.send_response(grpc::trailers_only(code, &msg), true);
-            return Outcome::Failed(msg);
+            let status = status_of(&e);
+            tracing::debug!(error = %status.message, code = ?status.code, "call ended in the gateway");
+            let _ = respond.send_response(status.to_response(), true);
+            return Outcome::Failed(status.message);
         }
     };
     let (head, body) = resp.into_parts();
@@ -156,10 +160,7 @@ where
                 // connection would have shown it.
                 Some(ProxyError::UpstreamReset { reason, .. }) => client.send_reset(*reason),
                 _ => {
-                    let (code, msg) = status_of(&e);
-                    let mut t = http::HeaderMap::new();
-                    grpc::put_status(&mut t, code, &msg);
-                    let _ = client.send_trailers(t);
+                    let _ = client.send_trailers(status_of(&e).to_trailers());
                 }
             }
             Outcome::Failed(e.to_string())

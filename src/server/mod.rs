@@ -9,8 +9,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ListenerConfig;
+use crate::interceptor::Stack;
 use crate::pool::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
-use crate::proxy::{self, Forward};
+use crate::proxy;
 
 pub mod worker;
 
@@ -150,7 +151,7 @@ pub async fn accept_loop(
 pub async fn serve_conn(
     incoming: Incoming,
     listener: Arc<str>,
-    forward: Forward,
+    stack: Stack,
     settings: Arc<ListenerSettings>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -192,9 +193,9 @@ pub async fn serve_conn(
         tokio::select! {
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
-                    let (svc, name) = (forward.clone(), listener.clone());
+                    let (svc, name) = (stack.clone(), listener.clone());
                     tokio::spawn(async move {
-                        proxy::serve_stream(svc, &name, req, respond).await
+                        proxy::serve_stream(svc, &name, peer, req, respond).await
                     });
                 }
                 Some(Err(e)) => {

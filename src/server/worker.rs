@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use super::{serve_conn, Incoming, ListenerSettings};
-use crate::proxy::Forward;
+use crate::interceptor::Stack;
 use crate::upstream::Upstream;
 
 /// Most accepted connections queued for one worker before the acceptor waits.
@@ -20,7 +20,7 @@ pub struct WorkerPlan {
     /// Index, for the thread name.
     pub index: usize,
     /// One proxy per listener, in config order, routing to this worker's upstreams.
-    pub listeners: Vec<(Arc<str>, Forward, Arc<ListenerSettings>)>,
+    pub listeners: Vec<(Arc<str>, Stack, Arc<ListenerSettings>)>,
     /// This worker's upstream groups (own pools over shared balancing state).
     pub upstreams: HashMap<String, Arc<Upstream>>,
     /// Connections from the acceptors.
@@ -50,13 +50,13 @@ async fn run(mut plan: WorkerPlan) {
         up.start(&plan.exit);
     }
     while let Some(incoming) = plan.incoming.recv().await {
-        let Some((name, forward, settings)) = plan.listeners.get(incoming.listener) else {
+        let Some((name, stack, settings)) = plan.listeners.get(incoming.listener) else {
             continue;
         };
         tokio::spawn(serve_conn(
             incoming,
             name.clone(),
-            forward.clone(),
+            stack.clone(),
             settings.clone(),
             plan.stop.clone(),
         ));

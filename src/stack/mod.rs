@@ -10,8 +10,11 @@ mod body;
 
 pub use body::Body;
 
+use http::HeaderMap;
+
 use crate::error::ProxyError;
-use crate::grpc::Code;
+use crate::grpc::{self, Code};
+use crate::interceptor::Rejected;
 
 /// Errors cross service boundaries boxed, as in tower and linkerd.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -22,16 +25,54 @@ pub type Request = http::Request<Body>;
 /// A response as every stage sees it.
 pub type Response = http::Response<Body>;
 
-/// The gRPC status (code and message) a call ended by `err` is answered with: the one place
-/// gateway errors become statuses (DESIGN.md's table).
-pub fn status_of(err: &BoxError) -> (Code, String) {
-    if let Some(e) = err.downcast_ref::<ProxyError>() {
-        return (e.code(), e.to_string());
+/// The status a call the gateway ends is answered with.
+#[derive(Debug)]
+pub struct Status {
+    /// `grpc-status`.
+    pub code: Code,
+    /// `grpc-message`.
+    pub message: String,
+    /// Extra trailers (`grpc-retry-pushback-ms`, …).
+    pub trailers: HeaderMap,
+}
+
+impl Status {
+    /// The trailer block carrying this status.
+    pub fn to_trailers(&self) -> HeaderMap {
+        let mut t = self.trailers.clone();
+        grpc::put_status(&mut t, self.code, &self.message);
+        t
     }
-    if let Some(e) = err.downcast_ref::<h2::Error>() {
-        if let Some(r) = e.reason() {
-            return (crate::error::reset_code(r), e.to_string());
+
+    /// A trailers-only response carrying this status.
+    pub fn to_response(&self) -> http::Response<()> {
+        let mut r = grpc::trailers_only(self.code, &self.message);
+        for (k, v) in &self.trailers {
+            r.headers_mut().insert(k, v.clone());
         }
+        r
     }
-    (Code::Internal, err.to_string())
+}
+
+/// The status a call ended by `err` is answered with: the one place gateway errors become gRPC
+/// statuses (DESIGN.md's table).
+pub fn status_of(err: &BoxError) -> Status {
+    let (code, message, trailers) = if let Some(e) = err.downcast_ref::<ProxyError>() {
+        (e.code(), e.to_string(), HeaderMap::new())
+    } else if let Some(r) = err.downcast_ref::<Rejected>() {
+        (r.code, r.message.clone(), r.trailers())
+    } else if let Some(r) = err.downcast_ref::<h2::Error>().and_then(|e| e.reason()) {
+        (
+            crate::error::reset_code(r),
+            err.to_string(),
+            HeaderMap::new(),
+        )
+    } else {
+        (Code::Internal, err.to_string(), HeaderMap::new())
+    };
+    Status {
+        code,
+        message,
+        trailers,
+    }
 }

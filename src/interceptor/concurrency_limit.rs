@@ -1,0 +1,229 @@
+//! `concurrency_limit`: at most `max` calls in flight per key. A call holds its slot until its
+//! response body ends or is dropped, so an open stream counts for as long as it is open. Counts
+//! live in a sharded map (dashmap) bounded by `max_keys`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http_body::Frame;
+use tower::{Layer, Service};
+
+use super::{KeyError, Keyer, Rejected};
+use crate::clock;
+use crate::config::ConcurrencyLimitConfig;
+use crate::grpc::Code;
+use crate::stack::{Body, BoxError, Request, Response};
+
+struct Shared {
+    max: usize,
+    keyer: Keyer,
+    max_keys: usize,
+    /// The `global` key (and shared missing metadata): no map lookup.
+    global: Arc<AtomicUsize>,
+    /// Every call of a key past `max_keys` counts here.
+    overflow: Arc<AtomicUsize>,
+    counts: DashMap<String, Arc<AtomicUsize>>,
+    last_sweep: AtomicU64,
+}
+
+/// The layer of one `concurrency_limit` stage.
+#[derive(Clone)]
+pub struct ConcurrencyLimitLayer {
+    shared: Arc<Shared>,
+}
+
+/// A slot held by a call; dropping it frees the slot.
+pub struct Permit(Arc<AtomicUsize>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConcurrencyLimitLayer {
+    /// From the YAML.
+    pub fn new(cfg: &ConcurrencyLimitConfig) -> ConcurrencyLimitLayer {
+        ConcurrencyLimitLayer {
+            shared: Arc::new(Shared {
+                max: cfg.max,
+                keyer: Keyer::new(&cfg.key, cfg.missing_key, &cfg.methods),
+                max_keys: cfg.max_keys,
+                global: Arc::default(),
+                overflow: Arc::default(),
+                counts: DashMap::new(),
+                last_sweep: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Takes a slot for this call, `Ok(None)` when the stage does not apply to it.
+    pub fn acquire(&self, req: &Request) -> Result<Option<Permit>, Rejected> {
+        let s = &self.shared;
+        if !s.keyer.applies(req) {
+            return Ok(None);
+        }
+        let key = s.keyer.key(req).map_err(|KeyError::Missing(name)| {
+            Rejected::new(
+                Code::Unauthenticated,
+                format!("missing metadata {name:?}, the key of a concurrency limit"),
+            )
+        })?;
+        let counter = if key.is_empty() {
+            s.global.clone()
+        } else {
+            self.counter(&key)
+        };
+        if counter.fetch_add(1, Ordering::AcqRel) >= s.max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(Rejected::exhausted(
+                format!(
+                    "concurrency limit of {} calls in flight reached ({})",
+                    s.max,
+                    s.keyer.describe(&key)
+                ),
+                None,
+            ));
+        }
+        Ok(Some(Permit(counter)))
+    }
+
+    fn counter(&self, key: &str) -> Arc<AtomicUsize> {
+        let s = &self.shared;
+        if let Some(c) = s.counts.get(key) {
+            return c.clone();
+        }
+        if s.counts.len() >= s.max_keys {
+            // Drop keys with nothing in flight, at most once a second.
+            let now = clock::now_ms();
+            let last = s.last_sweep.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 1000
+                && s.last_sweep
+                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                s.counts.retain(|_, c| c.load(Ordering::Acquire) > 0);
+            }
+            if s.counts.len() >= s.max_keys {
+                return s.overflow.clone();
+            }
+        }
+        s.counts.entry(key.to_string()).or_default().clone()
+    }
+}
+
+impl<S> Layer<S> for ConcurrencyLimitLayer {
+    type Service = ConcurrencyLimit<S>;
+
+    fn layer(&self, inner: S) -> ConcurrencyLimit<S> {
+        ConcurrencyLimit {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The `concurrency_limit` service around `S`.
+#[derive(Clone)]
+pub struct ConcurrencyLimit<S> {
+    inner: S,
+    layer: ConcurrencyLimitLayer,
+}
+
+impl<S> Service<Request> for ConcurrencyLimit<S>
+where
+    S: Service<Request, Response = Response, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let permit = match self.layer.acquire(&req) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Box::pin(self.inner.call(req)),
+            Err(r) => return Box::pin(std::future::ready(Err(r.into()))),
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            Ok(resp.map(|body| {
+                Body::boxed(Held {
+                    body,
+                    _permit: permit,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its call's slot until it ends or is dropped.
+struct Held {
+    body: Body,
+    _permit: Permit,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeySpec, MissingKey};
+
+    fn req(tenant: &str) -> Request {
+        http::Request::post("/a.B/C")
+            .header("x-tenant", tenant)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[test]
+    fn slots_are_per_key_and_freed_when_dropped() {
+        let l = ConcurrencyLimitLayer::new(&ConcurrencyLimitConfig {
+            max: 2,
+            key: KeySpec::Metadata("x-tenant".into()),
+            methods: vec![],
+            max_keys: 2,
+            missing_key: MissingKey::Shared,
+        });
+        let a1 = l.acquire(&req("a")).unwrap();
+        let _a2 = l.acquire(&req("a")).unwrap();
+        let rej = l.acquire(&req("a")).err().expect("third of a");
+        assert_eq!(rej.code, Code::ResourceExhausted);
+        assert!(
+            rej.message.contains("concurrency limit of 2"),
+            "{}",
+            rej.message
+        );
+        let _b1 = l.acquire(&req("b")).unwrap();
+        drop(a1);
+        l.acquire(&req("a")).unwrap().expect("a slot came back");
+        // max_keys 2: a third key counts in the shared overflow.
+        let _c = l.acquire(&req("c")).unwrap();
+        assert_eq!(l.shared.counts.len(), 2);
+    }
+}

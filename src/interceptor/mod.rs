@@ -1,0 +1,147 @@
+//! Built-in stages. Each is a tower `Layer` over the one service type of [`crate::stack`]; a
+//! listener's `interceptors:` list becomes a [`Stack`] with the first stage outermost, so the YAML
+//! order is the execution order. A stage that rejects returns a [`Rejected`] error, which
+//! [`crate::stack::status_of`] turns into a trailers-only gRPC status; the upstream is never
+//! touched.
+
+mod concurrency_limit;
+mod key;
+mod rate_limit;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service};
+
+pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
+pub use key::{KeyError, Keyer};
+pub use rate_limit::{RateLimit, RateLimitLayer};
+
+use crate::config::StageConfig;
+use crate::grpc::Code;
+use crate::proxy::Forward;
+use crate::stack::{BoxError, Request, Response};
+
+/// The client's address, put in every request's extensions by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// A call a stage refused: the status it gets and any extra trailers.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejected {
+    /// The gRPC status code.
+    pub code: Code,
+    /// The `grpc-message`.
+    pub message: String,
+    /// When set, the `grpc-retry-pushback-ms` trailer: how long the client should wait.
+    pub retry_pushback_ms: Option<u64>,
+}
+
+impl Rejected {
+    /// A rejection with `code` and `message` and no extra trailers.
+    pub fn new(code: Code, message: impl Into<String>) -> Rejected {
+        Rejected {
+            code,
+            message: message.into(),
+            retry_pushback_ms: None,
+        }
+    }
+
+    /// RESOURCE_EXHAUSTED asking the client to wait `pushback_ms` before retrying.
+    pub fn exhausted(message: String, pushback_ms: Option<u64>) -> Rejected {
+        Rejected {
+            retry_pushback_ms: pushback_ms,
+            ..Rejected::new(Code::ResourceExhausted, message)
+        }
+    }
+
+    /// The extra trailers of this rejection.
+    pub fn trailers(&self) -> HeaderMap {
+        let mut t = HeaderMap::new();
+        if let Some(ms) = self.retry_pushback_ms {
+            t.insert(
+                HeaderName::from_static("grpc-retry-pushback-ms"),
+                HeaderValue::from(ms),
+            );
+        }
+        t
+    }
+}
+
+/// A listener's whole service on one worker: the forwarder alone when there are no stages (no
+/// boxing, no extra call), or the stages around it.
+#[derive(Clone)]
+pub enum Stack {
+    /// No stages.
+    Plain(Forward),
+    /// Stages around the forwarder, boxed into one type.
+    Layered(BoxCloneSyncService<Request, Response, BoxError>),
+}
+
+/// The stages of one listener, built once and shared by every worker (their state — buckets,
+/// counts — is the listener's, not a worker's).
+#[derive(Clone, Default)]
+pub struct Stages(Vec<StageLayer>);
+
+#[derive(Clone)]
+enum StageLayer {
+    RateLimit(RateLimitLayer),
+    ConcurrencyLimit(ConcurrencyLimitLayer),
+}
+
+impl Stages {
+    /// Builds the stages of an `interceptors:` list (validated).
+    pub fn new(configs: &[StageConfig]) -> Stages {
+        Stages(
+            configs
+                .iter()
+                .map(|c| match c {
+                    StageConfig::RateLimit(c) => StageLayer::RateLimit(RateLimitLayer::new(c)),
+                    StageConfig::ConcurrencyLimit(c) => {
+                        StageLayer::ConcurrencyLimit(ConcurrencyLimitLayer::new(c))
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// The service of a worker: these stages (first = outermost) around `forward`.
+    pub fn around(&self, forward: Forward) -> Stack {
+        if self.0.is_empty() {
+            return Stack::Plain(forward);
+        }
+        let mut svc = BoxCloneSyncService::new(forward);
+        for stage in self.0.iter().rev() {
+            svc = match stage {
+                StageLayer::RateLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
+                StageLayer::ConcurrencyLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
+            };
+        }
+        Stack::Layered(svc)
+    }
+}
+
+impl Service<Request> for Stack {
+    type Response = Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Stack::Plain(f) => f.poll_ready(cx),
+            Stack::Layered(s) => s.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match self {
+            Stack::Plain(f) => f.call(req),
+            Stack::Layered(s) => s.call(req),
+        }
+    }
+}
