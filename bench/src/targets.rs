@@ -164,21 +164,33 @@ pub fn synapsor(
     backend: SocketAddr,
     dir: &Path,
     workers: usize,
+    stages: bool,
 ) -> anyhow::Result<Target> {
     let (addr, admin) = (free_addr(), free_addr());
-    let cfg = dir.join("synapsor.yaml");
+    let name = if stages {
+        "synapsor+stages"
+    } else {
+        "synapsor"
+    };
+    let cfg = dir.join(format!("{name}.yaml"));
+    // The built-in stages, with limits the load never reaches: what the mechanism costs.
+    let interceptors = if stages {
+        "    interceptors:\n      - rate_limit: { rate: 100000000, per: 1s, key: peer_ip }\n      - concurrency_limit: { max: 1000000, key: method }\n"
+    } else {
+        ""
+    };
     std::fs::write(
         &cfg,
         format!(
             "runtime: {{ workers: {workers} }}\n\
              admin: {{ listen: {admin} }}\n\
-             listeners:\n  - {{ name: bench, listen: {addr}, upstream: echo }}\n\
+             listeners:\n  - name: bench\n    listen: {addr}\n    upstream: echo\n{interceptors}\
              upstreams:\n  - name: echo\n    endpoints: [ \"{backend}\" ]\n    request_timeout: 0\n"
         ),
     )?;
     let mut cmd = Command::new(bin);
     cmd.args(["--log-level", "warn", "run", "-c"]).arg(&cfg);
-    spawn("synapsor", &mut cmd, addr)
+    spawn(name, &mut cmd, addr)
 }
 
 fn template(
