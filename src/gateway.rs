@@ -84,8 +84,11 @@ impl Gateway {
         let stages: Vec<Stages> = self
             .listeners
             .iter()
-            .map(|(c, _)| Stages::new(&c.interceptors))
-            .collect();
+            .map(|(c, _)| {
+                Stages::new(&c.interceptors)
+                    .map_err(|e| anyhow::anyhow!("listener {:?}: {e}", c.name))
+            })
+            .collect::<anyhow::Result<_>>()?;
         let mut instances: HashMap<String, Vec<Arc<Upstream>>> = HashMap::new();
         let mut senders = Vec::new();
         let mut threads = Vec::new();

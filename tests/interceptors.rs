@@ -177,3 +177,128 @@ fn interceptor_errors_name_listener_stage_and_field() {
     );
     assert!(e.message.contains("invalid method pattern"), "{e}");
 }
+
+fn keyed(key: &str, principal: Option<&str>) -> Request<EchoRequest> {
+    let mut r = Request::new(EchoRequest::default());
+    r.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    if let Some(p) = principal {
+        r.metadata_mut().insert("x-principal", p.parse().unwrap());
+    }
+    r
+}
+
+fn seen(b: &Backend, name: &str) -> Option<String> {
+    let md = b.observed.last_metadata.lock().unwrap().clone().unwrap();
+    md.get(name).map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_authenticates_and_forwards_the_principal() {
+    let b = Backend::start("b").await;
+    std::env::set_var(
+        "SYNAPSOR_TEST_KEYS_1",
+        "env-key-0001=carol, env-key-0002=dave",
+    );
+    let stages = "      - api_key:
+          keys:
+            - { key: k-alice-123, principal: alice }
+            - { key: k-bob-4567, principal: bob, methods: [\"/other.Svc/*\"] }
+          keys_env: SYNAPSOR_TEST_KEYS_1";
+    let gw = gateway(&cfg(&b, stages)).await;
+    let mut c = gw.client().await;
+    c.unary(keyed("k-alice-123", Some("mallory")))
+        .await
+        .expect("a good key");
+    assert_eq!(
+        seen(&b, "x-principal").as_deref(),
+        Some("alice"),
+        "principal set, spoof replaced"
+    );
+    assert_eq!(seen(&b, "x-api-key"), None, "the key is not forwarded");
+    c.unary(keyed("env-key-0002", None))
+        .await
+        .expect("a key from the environment");
+    assert_eq!(seen(&b, "x-principal").as_deref(), Some("dave"));
+    let st = c.unary(keyed("k-alice-124", None)).await.unwrap_err();
+    assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
+    let st = c.unary(EchoRequest::default()).await.unwrap_err();
+    assert_eq!(st.code(), Code::Unauthenticated);
+    assert!(
+        st.message().contains("missing API key in x-api-key"),
+        "{st:?}"
+    );
+    let st = c.unary(keyed("k-bob-4567", None)).await.unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    assert!(
+        st.message()
+            .contains("\"bob\" may not call /synapsor.test.v1.Echo/Unary"),
+        "{st:?}"
+    );
+    assert_eq!(
+        b.observed.calls(),
+        2,
+        "refused calls never reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_runs_before_a_per_principal_limit() {
+    let b = Backend::start("b").await;
+    let stages = "      - api_key: { keys: [ { key: k-alice-123, principal: alice }, { key: k-bob-4567, principal: bob } ], forward: true }
+      - rate_limit: { rate: 1, per: 1h, burst: 1, key: \"metadata:x-principal\" }";
+    let gw = gateway(&cfg(&b, stages)).await;
+    let mut c = gw.client().await;
+    c.unary(keyed("k-alice-123", Some("bob"))).await.unwrap();
+    assert_eq!(
+        seen(&b, "x-api-key").as_deref(),
+        Some("k-alice-123"),
+        "forward: true"
+    );
+    let st = c
+        .unary(keyed("k-alice-123", Some("bob")))
+        .await
+        .unwrap_err();
+    assert!(
+        st.message().contains("metadata:x-principal=alice"),
+        "keyed by the real principal: {st:?}"
+    );
+    c.unary(keyed("k-bob-4567", None))
+        .await
+        .expect("bob has his own bucket");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_keys_file_is_reread() {
+    let b = Backend::start("b").await;
+    let dir = std::env::temp_dir().join(format!("synapsor-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys.yaml");
+    std::fs::write(&file, "- { key: old-key-0001, principal: alice }\n").unwrap();
+    let stages = format!("      - api_key: {{ keys_file: \"{}\" }}", file.display());
+    let gw = gateway(&cfg(&b, &stages)).await;
+    let mut c = gw.client().await;
+    c.unary(keyed("old-key-0001", None))
+        .await
+        .expect("the file's key");
+    std::fs::write(&file, "- { key: new-key-0002, principal: alice }\n").unwrap();
+    let t = std::time::Instant::now();
+    while c.unary(keyed("new-key-0002", None)).await.is_err() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "new key never loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let st = c.unary(keyed("old-key-0001", None)).await.unwrap_err();
+    assert_eq!(
+        st.code(),
+        Code::Unauthenticated,
+        "the rotated-out key fails"
+    );
+    // A broken file keeps the keys in force.
+    std::fs::write(&file, "- { key: short }\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    c.unary(keyed("new-key-0002", None))
+        .await
+        .expect("still the last good keys");
+}

@@ -15,10 +15,12 @@ pub enum StageConfig {
     RateLimit(RateLimitConfig),
     /// A cap on calls in flight.
     ConcurrencyLimit(ConcurrencyLimitConfig),
+    /// API-key authentication.
+    ApiKey(ApiKeyConfig),
 }
 
 /// The stage kinds, as written in YAML.
-const KINDS: &[&str] = &["rate_limit", "concurrency_limit"];
+const KINDS: &[&str] = &["rate_limit", "concurrency_limit", "api_key"];
 
 impl StageConfig {
     /// The stage's kind as written in YAML.
@@ -26,6 +28,7 @@ impl StageConfig {
         match self {
             StageConfig::RateLimit(_) => "rate_limit",
             StageConfig::ConcurrencyLimit(_) => "concurrency_limit",
+            StageConfig::ApiKey(_) => "api_key",
         }
     }
 }
@@ -37,6 +40,7 @@ impl Serialize for StageConfig {
         match self {
             StageConfig::RateLimit(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::ConcurrencyLimit(c) => m.serialize_entry(self.kind(), c)?,
+            StageConfig::ApiKey(c) => m.serialize_entry(self.kind(), c)?,
         }
         m.end()
     }
@@ -57,6 +61,7 @@ impl<'de> Deserialize<'de> for StageConfig {
                 let stage = match kind.as_str() {
                     "rate_limit" => StageConfig::RateLimit(map.next_value()?),
                     "concurrency_limit" => StageConfig::ConcurrencyLimit(map.next_value()?),
+                    "api_key" => StageConfig::ApiKey(map.next_value()?),
                     other => return Err(de::Error::unknown_variant(other, KINDS)),
                 };
                 if map.next_key::<String>()?.is_some() {
@@ -117,6 +122,51 @@ pub struct ConcurrencyLimitConfig {
     /// For `metadata:NAME` keys: what a call without that metadata gets.
     #[serde(default)]
     pub missing_key: MissingKey,
+}
+
+/// `api_key`: the call must carry a known key in `header`; the key's principal is forwarded.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The metadata entry holding the key (default `x-api-key`).
+    #[serde(default = "default_key_header")]
+    pub header: String,
+    /// Keys written in the config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<ApiKeyEntry>,
+    /// A YAML file holding a list of keys (same fields as `keys`), re-read when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_file: Option<std::path::PathBuf>,
+    /// An environment variable holding `key=principal` pairs separated by commas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_env: Option<String>,
+    /// The metadata entry the principal is forwarded in (default `x-principal`); a value the
+    /// client sent in it is replaced.
+    #[serde(default = "default_principal_header")]
+    pub principal_header: String,
+    /// Forward the key itself upstream (default `false`: the key header is removed).
+    #[serde(default)]
+    pub forward: bool,
+}
+
+/// One API key.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// The secret.
+    pub key: String,
+    /// Who it belongs to.
+    pub principal: String,
+    /// Method patterns this principal may call; all when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+}
+
+fn default_key_header() -> String {
+    "x-api-key".into()
+}
+fn default_principal_header() -> String {
+    "x-principal".into()
 }
 
 fn one_second() -> Dur {

@@ -19,12 +19,14 @@ use std::path::{Path, PathBuf};
 pub use duration::{parse_duration, Dur};
 pub use endpoint::{EndpointSpec, MAX_WEIGHT};
 pub use interceptor::{
-    check_method_pattern, ConcurrencyLimitConfig, KeySpec, MissingKey, RateLimitConfig, StageConfig,
+    check_method_pattern, ApiKeyConfig, ApiKeyEntry, ConcurrencyLimitConfig, KeySpec, MissingKey,
+    RateLimitConfig, StageConfig,
 };
 pub use model::{
     AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode, RouteConfig,
     UpstreamConfig,
 };
+pub use validate::validate_keys;
 
 /// A configuration error: where it is, which field, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -197,12 +197,62 @@ fn validate_stage(stage: &StageConfig) -> Result<(), (String, String)> {
             }
             (&c.methods, c.max_keys)
         }
+        StageConfig::ApiKey(a) => return validate_api_key(a),
     };
     if max_keys == 0 || max_keys > 10_000_000 {
         return Err(("max_keys".into(), "must be from 1 to 10000000".into()));
     }
     for (k, m) in methods.iter().enumerate() {
         check_method_pattern(m).map_err(|e| (format!("methods[{k}]"), e))?;
+    }
+    Ok(())
+}
+
+fn header_name_ok(n: &str) -> bool {
+    http::HeaderName::from_bytes(n.as_bytes()).is_ok()
+        && !n.bytes().any(|b| b.is_ascii_uppercase())
+        && !n.starts_with(':')
+}
+
+fn validate_api_key(a: &super::interceptor::ApiKeyConfig) -> Result<(), (String, String)> {
+    for (f, n) in [
+        ("header", &a.header),
+        ("principal_header", &a.principal_header),
+    ] {
+        if !header_name_ok(n) {
+            return Err((
+                f.into(),
+                format!("{n:?} is not a valid lower-case metadata name"),
+            ));
+        }
+    }
+    if a.keys.is_empty() && a.keys_file.is_none() && a.keys_env.is_none() {
+        return Err((
+            "keys".into(),
+            "no keys: give keys, keys_file or keys_env".into(),
+        ));
+    }
+    validate_keys(&a.keys).map_err(|(f, m)| (format!("keys{f}"), m))
+}
+
+/// Checks a list of API keys (also used for keys files).
+pub fn validate_keys(keys: &[super::interceptor::ApiKeyEntry]) -> Result<(), (String, String)> {
+    for (k, e) in keys.iter().enumerate() {
+        if e.key.len() < 8 {
+            return Err((format!("[{k}].key"), "must be at least 8 characters".into()));
+        }
+        if http::HeaderValue::from_str(&e.key).is_err() {
+            return Err((format!("[{k}].key"), "must be printable ASCII".into()));
+        }
+        if e.principal.is_empty() || http::HeaderValue::from_str(&e.principal).is_err() {
+            return Err((
+                format!("[{k}].principal"),
+                "must be non-empty printable ASCII".into(),
+            ));
+        }
+        for (m, p) in e.methods.iter().enumerate() {
+            check_method_pattern(p).map_err(|e| (format!("[{k}].methods[{m}]"), e))?;
+        }
     }
     Ok(())
 }

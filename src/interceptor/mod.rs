@@ -1,9 +1,10 @@
-//! Built-in stages. Each is a tower `Layer` over the one service type of [`crate::stack`]; a
+//! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
 //! listener's `interceptors:` list becomes a [`Stack`] with the first stage outermost, so the YAML
 //! order is the execution order. A stage that rejects returns a [`Rejected`] error, which
 //! [`crate::stack::status_of`] turns into a trailers-only gRPC status; the upstream is never
 //! touched.
 
+mod api_key;
 mod concurrency_limit;
 mod key;
 mod rate_limit;
@@ -17,6 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
+pub use api_key::{ApiKey, ApiKeyLayer};
 pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use key::{KeyError, Keyer};
 pub use rate_limit::{RateLimit, RateLimitLayer};
@@ -25,6 +27,10 @@ use crate::config::StageConfig;
 use crate::grpc::Code;
 use crate::proxy::Forward;
 use crate::stack::{BoxError, Request, Response};
+
+/// The authenticated caller, put in the request's extensions by an auth stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal(pub String);
 
 /// The client's address, put in every request's extensions by the server.
 #[derive(Clone, Copy, Debug)]
@@ -92,22 +98,30 @@ pub struct Stages(Vec<StageLayer>);
 enum StageLayer {
     RateLimit(RateLimitLayer),
     ConcurrencyLimit(ConcurrencyLimitLayer),
+    ApiKey(ApiKeyLayer),
 }
 
 impl Stages {
-    /// Builds the stages of an `interceptors:` list (validated).
-    pub fn new(configs: &[StageConfig]) -> Stages {
-        Stages(
-            configs
-                .iter()
-                .map(|c| match c {
+    /// Builds the stages of an `interceptors:` list (validated); fails when a stage's outside
+    /// input (a keys file, an environment variable) cannot be read, naming the stage.
+    pub fn new(configs: &[StageConfig]) -> Result<Stages, String> {
+        configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(match c {
                     StageConfig::RateLimit(c) => StageLayer::RateLimit(RateLimitLayer::new(c)),
                     StageConfig::ConcurrencyLimit(c) => {
                         StageLayer::ConcurrencyLimit(ConcurrencyLimitLayer::new(c))
                     }
+                    StageConfig::ApiKey(c) => StageLayer::ApiKey(
+                        ApiKeyLayer::new(c)
+                            .map_err(|e| format!("interceptors[{i}].api_key: {e}"))?,
+                    ),
                 })
-                .collect(),
-        )
+            })
+            .collect::<Result<_, String>>()
+            .map(Stages)
     }
 
     /// The service of a worker: these stages (first = outermost) around `forward`.
@@ -120,6 +134,7 @@ impl Stages {
             svc = match stage {
                 StageLayer::RateLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::ConcurrencyLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
+                StageLayer::ApiKey(l) => BoxCloneSyncService::new(l.layer(svc)),
             };
         }
         Stack::Layered(svc)
