@@ -302,3 +302,40 @@ async fn rotated_keys_file_is_reread() {
         .await
         .expect("still the last good keys");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_rules_by_method_peer_and_principal() {
+    let b = Backend::start("b").await;
+    let stages = "      - api_key: { keys: [ { key: k-alice-123, principal: alice }, { key: k-bob-4567, principal: bob } ] }
+      - access:
+          allow: [ { methods: [\"/synapsor.test.v1.Echo/Unary\"], peers: [\"127.0.0.0/8\"], principals: [alice] } ]
+          default: deny";
+    let gw = gateway(&cfg(&b, stages)).await;
+    let mut c = gw.client().await;
+    c.unary(keyed("k-alice-123", None))
+        .await
+        .expect("alice, from loopback, Unary");
+    let st = c.unary(keyed("k-bob-4567", None)).await.unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    let mut r = Request::new(EchoRequest::default());
+    r.metadata_mut()
+        .insert("x-api-key", "k-alice-123".parse().unwrap());
+    let st = c.server_stream(r).await.unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "other methods: {st:?}");
+    // Deny by peer: every call from loopback.
+    let b2 = Backend::start("b2").await;
+    let gw2 = gateway(&cfg(
+        &b2,
+        "      - access: { deny: [ { peers: [\"127.0.0.1\", \"::1\"] } ], default: allow }",
+    ))
+    .await;
+    let st = gw2
+        .client()
+        .await
+        .unary(EchoRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied);
+    assert!(st.message().contains("deny[0]"), "{st:?}");
+    assert_eq!(b2.observed.calls(), 0);
+}

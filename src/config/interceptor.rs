@@ -17,10 +17,12 @@ pub enum StageConfig {
     ConcurrencyLimit(ConcurrencyLimitConfig),
     /// API-key authentication.
     ApiKey(ApiKeyConfig),
+    /// Allow and deny rules by method, peer address and principal.
+    Access(AccessConfig),
 }
 
 /// The stage kinds, as written in YAML.
-const KINDS: &[&str] = &["rate_limit", "concurrency_limit", "api_key"];
+const KINDS: &[&str] = &["rate_limit", "concurrency_limit", "api_key", "access"];
 
 impl StageConfig {
     /// The stage's kind as written in YAML.
@@ -29,6 +31,7 @@ impl StageConfig {
             StageConfig::RateLimit(_) => "rate_limit",
             StageConfig::ConcurrencyLimit(_) => "concurrency_limit",
             StageConfig::ApiKey(_) => "api_key",
+            StageConfig::Access(_) => "access",
         }
     }
 }
@@ -41,6 +44,7 @@ impl Serialize for StageConfig {
             StageConfig::RateLimit(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::ConcurrencyLimit(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::ApiKey(c) => m.serialize_entry(self.kind(), c)?,
+            StageConfig::Access(c) => m.serialize_entry(self.kind(), c)?,
         }
         m.end()
     }
@@ -62,6 +66,7 @@ impl<'de> Deserialize<'de> for StageConfig {
                     "rate_limit" => StageConfig::RateLimit(map.next_value()?),
                     "concurrency_limit" => StageConfig::ConcurrencyLimit(map.next_value()?),
                     "api_key" => StageConfig::ApiKey(map.next_value()?),
+                    "access" => StageConfig::Access(map.next_value()?),
                     other => return Err(de::Error::unknown_variant(other, KINDS)),
                 };
                 if map.next_key::<String>()?.is_some() {
@@ -160,6 +165,101 @@ pub struct ApiKeyEntry {
     /// Method patterns this principal may call; all when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
+}
+
+/// `access`: deny rules, then allow rules, then the default.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Calls matching any of these are allowed (unless a deny rule matched).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AccessRule>,
+    /// Calls matching any of these get PERMISSION_DENIED.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<AccessRule>,
+    /// What a call matching no rule gets (default `deny`).
+    #[serde(default)]
+    pub default: AccessDefault,
+}
+
+/// One rule: it matches when every list it has matches (an absent list matches everything).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// Method patterns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Peer addresses or CIDR blocks (`10.0.0.0/8`, `::1`, `192.168.1.7`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Principals set by an earlier auth stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<String>,
+}
+
+/// The `access` default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessDefault {
+    /// Calls matching no rule are allowed.
+    Allow,
+    /// Calls matching no rule get PERMISSION_DENIED.
+    #[default]
+    Deny,
+}
+
+/// An IP block: an address and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: std::net::IpAddr,
+    /// Prefix length in bits.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `fd00::/8`, or a bare address (a /32 or /128).
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let bad =
+            || format!("invalid peer {s:?}: write an address or a CIDR block like 10.0.0.0/8");
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.trim().parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().map_err(|_| bad())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// True when `ip` is inside the block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let bits = |x: IpAddr| -> u128 {
+            match x {
+                IpAddr::V4(v) => u128::from(u32::from(v)) << 96,
+                IpAddr::V6(v) => u128::from(v),
+            }
+        };
+        if ip.is_ipv4() != self.addr.is_ipv4() {
+            return false;
+        }
+        if self.prefix == 0 {
+            return true;
+        }
+        let shift = 128 - u32::from(self.prefix);
+        (bits(ip) >> shift) == (bits(self.addr) >> shift)
+    }
 }
 
 fn default_key_header() -> String {

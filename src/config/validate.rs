@@ -198,6 +198,7 @@ fn validate_stage(stage: &StageConfig) -> Result<(), (String, String)> {
             (&c.methods, c.max_keys)
         }
         StageConfig::ApiKey(a) => return validate_api_key(a),
+        StageConfig::Access(a) => return validate_access(a),
     };
     if max_keys == 0 || max_keys > 10_000_000 {
         return Err(("max_keys".into(), "must be from 1 to 10000000".into()));
@@ -252,6 +253,21 @@ pub fn validate_keys(keys: &[super::interceptor::ApiKeyEntry]) -> Result<(), (St
         }
         for (m, p) in e.methods.iter().enumerate() {
             check_method_pattern(p).map_err(|e| (format!("[{k}].methods[{m}]"), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_access(a: &super::interceptor::AccessConfig) -> Result<(), (String, String)> {
+    for (list, rules) in [("allow", &a.allow), ("deny", &a.deny)] {
+        for (r, rule) in rules.iter().enumerate() {
+            for (k, m) in rule.methods.iter().enumerate() {
+                check_method_pattern(m).map_err(|e| (format!("{list}[{r}].methods[{k}]"), e))?;
+            }
+            for (k, p) in rule.peers.iter().enumerate() {
+                super::interceptor::Cidr::parse(p)
+                    .map_err(|e| (format!("{list}[{r}].peers[{k}]"), e))?;
+            }
         }
     }
     Ok(())

@@ -1,9 +1,10 @@
-//! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
+//! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`, `access`). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
 //! listener's `interceptors:` list becomes a [`Stack`] with the first stage outermost, so the YAML
 //! order is the execution order. A stage that rejects returns a [`Rejected`] error, which
 //! [`crate::stack::status_of`] turns into a trailers-only gRPC status; the upstream is never
 //! touched.
 
+mod access;
 mod api_key;
 mod concurrency_limit;
 mod key;
@@ -18,6 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
+pub use access::{Access, AccessLayer};
 pub use api_key::{ApiKey, ApiKeyLayer};
 pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use key::{KeyError, Keyer};
@@ -99,6 +101,7 @@ enum StageLayer {
     RateLimit(RateLimitLayer),
     ConcurrencyLimit(ConcurrencyLimitLayer),
     ApiKey(ApiKeyLayer),
+    Access(AccessLayer),
 }
 
 impl Stages {
@@ -114,6 +117,7 @@ impl Stages {
                     StageConfig::ConcurrencyLimit(c) => {
                         StageLayer::ConcurrencyLimit(ConcurrencyLimitLayer::new(c))
                     }
+                    StageConfig::Access(c) => StageLayer::Access(AccessLayer::new(c)),
                     StageConfig::ApiKey(c) => StageLayer::ApiKey(
                         ApiKeyLayer::new(c)
                             .map_err(|e| format!("interceptors[{i}].api_key: {e}"))?,
@@ -135,6 +139,7 @@ impl Stages {
                 StageLayer::RateLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::ConcurrencyLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::ApiKey(l) => BoxCloneSyncService::new(l.layer(svc)),
+                StageLayer::Access(l) => BoxCloneSyncService::new(l.layer(svc)),
             };
         }
         Stack::Layered(svc)
