@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ListenerConfig};
-use crate::interceptor::Stages;
+use crate::interceptor::{Registry, Stages};
 use crate::proxy::Forward;
 use crate::route::Router;
 use crate::server::worker::{self, WorkerPlan};
@@ -81,11 +81,12 @@ impl Gateway {
             .iter()
             .map(|(c, _)| Arc::new(ListenerSettings::from_config(c)))
             .collect();
+        let registry = Registry::new();
         let stages: Vec<Stages> = self
             .listeners
             .iter()
             .map(|(c, _)| {
-                Stages::new(&c.interceptors)
+                Stages::new(&c.interceptors, &c.name, &registry)
                     .map_err(|e| anyhow::anyhow!("listener {:?}: {e}", c.name))
             })
             .collect::<anyhow::Result<_>>()?;
@@ -138,6 +139,7 @@ impl Gateway {
                 .map(|n| (n.clone(), instances[n].clone()))
                 .collect(),
             listening: Default::default(),
+            metrics: registry.clone(),
         });
         let mut conns_all = Vec::new();
         let mut drain = Duration::ZERO;

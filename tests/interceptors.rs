@@ -339,3 +339,141 @@ async fn access_rules_by_method_peer_and_principal() {
     assert!(st.message().contains("deny[0]"), "{st:?}");
     assert_eq!(b2.observed.calls(), 0);
 }
+
+fn metric(text: &str, line_prefix: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .unwrap_or_else(|| panic!("no {line_prefix} in\n{text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_known_mix_of_calls() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&cfg(
+        &b,
+        "      - metrics: {}\n      - rate_limit: { rate: 1, per: 1h, burst: 5 }",
+    ))
+    .await;
+    let mut c = gw.client().await;
+    for _ in 0..3 {
+        c.unary(EchoRequest::default()).await.unwrap();
+    }
+    let notfound = EchoRequest {
+        fail_code: Code::NotFound as i32,
+        ..Default::default()
+    };
+    assert_eq!(c.unary(notfound).await.unwrap_err().code(), Code::NotFound);
+    let mut s = c
+        .server_stream(EchoRequest {
+            reply_count: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while s.next().await.is_some() {}
+    assert_eq!(
+        c.unary(EchoRequest::default()).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+    let (status, text) = support::http_get(gw.admin.unwrap(), "/metrics").await;
+    assert_eq!(status, 200);
+    let unary = "listener=\"l\",grpc_service=\"synapsor.test.v1.Echo\",grpc_method=\"Unary\"";
+    let stream =
+        "listener=\"l\",grpc_service=\"synapsor.test.v1.Echo\",grpc_method=\"ServerStream\"";
+    assert_eq!(
+        metric(&text, &format!("grpc_server_started_total{{{unary}}}")),
+        5
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("grpc_server_handled_total{{{unary},grpc_code=\"OK\"}}")
+        ),
+        3
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("grpc_server_handled_total{{{unary},grpc_code=\"NotFound\"}}")
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("grpc_server_handled_total{{{unary},grpc_code=\"ResourceExhausted\"}}")
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("grpc_server_handled_total{{{stream},grpc_code=\"OK\"}}")
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("grpc_server_handling_seconds_count{{{unary}}}")
+        ),
+        5
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("grpc_server_handling_seconds_bucket{{{unary},le=\"+Inf\"}}")
+        ),
+        5
+    );
+    assert_eq!(
+        metric(&text, "synapsor_interceptor_rejected_total{listener=\"l\",stage=\"rate_limit\",reason=\"ResourceExhausted\"}"),
+        1
+    );
+    assert_eq!(metric(&text, "synapsor_calls_in_flight{listener=\"l\"}"), 0);
+    assert!(
+        metric(
+            &text,
+            &format!(
+                "synapsor_upstream_connections{{upstream=\"u\",endpoint=\"{}\"}}",
+                b.addr
+            )
+        ) >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_labels_are_bounded() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&cfg(&b, "      - metrics: { max_methods: 3 }")).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    // Forty random methods from a hostile client: only three get labels of their own.
+    for i in 0..40 {
+        let req = http::Request::post(format!("http://{}/rand.Svc{i}/M{i}", gw.addr))
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        let _ = resp.await;
+        send = send.ready().await.unwrap();
+    }
+    let (_, text) = support::http_get(gw.admin.unwrap(), "/metrics").await;
+    let labelled = text
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_started_total{"))
+        .count();
+    assert_eq!(labelled, 4, "three methods and other:\n{text}");
+    assert_eq!(
+        metric(&text, "grpc_server_started_total{listener=\"l\",grpc_service=\"other\",grpc_method=\"other\"}"),
+        37
+    );
+}

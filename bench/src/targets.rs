@@ -175,7 +175,7 @@ pub fn synapsor(
     let cfg = dir.join(format!("{name}.yaml"));
     // The built-in stages, with limits the load never reaches: what the mechanism costs.
     let interceptors = if stages {
-        "    interceptors:\n      - rate_limit: { rate: 100000000, per: 1s, key: peer_ip }\n      - concurrency_limit: { max: 1000000, key: method }\n"
+        "    interceptors:\n      - metrics: {}\n      - rate_limit: { rate: 100000000, per: 1s, key: peer_ip }\n      - concurrency_limit: { max: 1000000, key: method }\n      - access: { deny: [ { peers: [\"192.0.2.0/24\"] } ], default: allow }\n"
     } else {
         ""
     };

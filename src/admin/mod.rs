@@ -1,6 +1,6 @@
 //! The admin HTTP listener (HTTP/1.1, loopback by default): `GET /healthz` (the process is up),
 //! `GET /readyz` (every listener is bound and every upstream has a connected endpoint), and
-//! `GET /config` (the effective configuration as YAML).
+//! `GET /config` (the effective configuration as YAML), `GET /metrics` (Prometheus text).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::interceptor::Registry;
 use crate::upstream::Upstream;
 
 /// What the admin endpoints report on.
@@ -24,6 +25,8 @@ pub struct AdminState {
     pub upstreams: Vec<(String, Vec<Arc<Upstream>>)>,
     /// Set once every listener is bound and serving.
     pub listening: AtomicBool,
+    /// What the `metrics` stages counted.
+    pub metrics: Arc<Registry>,
 }
 
 impl AdminState {
@@ -45,6 +48,51 @@ impl AdminState {
                 "no connected endpoint in upstream(s): {}",
                 down.join(", ")
             ))
+        }
+    }
+}
+
+impl AdminState {
+    /// Pool and endpoint state of every upstream, in Prometheus text.
+    pub fn render_upstreams(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        out.push_str("# HELP synapsor_upstream_connections Open pooled connections, over all workers.\n# TYPE synapsor_upstream_connections gauge\n");
+        let mut rows = Vec::new();
+        for (name, instances) in &self.upstreams {
+            for (i, ep) in instances[0].endpoints.iter().enumerate() {
+                let conns: usize = instances
+                    .iter()
+                    .map(|u| u.endpoints[i].pool.open_connections())
+                    .sum();
+                rows.push((
+                    name.clone(),
+                    ep.address.to_string(),
+                    conns,
+                    ep.in_flight.load(Ordering::Relaxed),
+                    ep.available(),
+                ));
+            }
+        }
+        for (u, e, conns, _, _) in &rows {
+            let _ = writeln!(
+                out,
+                "synapsor_upstream_connections{{upstream=\"{u}\",endpoint=\"{e}\"}} {conns}"
+            );
+        }
+        out.push_str("# HELP synapsor_upstream_streams Streams open on each endpoint.\n# TYPE synapsor_upstream_streams gauge\n");
+        for (u, e, _, streams, _) in &rows {
+            let _ = writeln!(
+                out,
+                "synapsor_upstream_streams{{upstream=\"{u}\",endpoint=\"{e}\"}} {streams}"
+            );
+        }
+        out.push_str("# HELP synapsor_endpoint_up 1 while the endpoint is in rotation.\n# TYPE synapsor_endpoint_up gauge\n");
+        for (u, e, _, _, up) in &rows {
+            let _ = writeln!(
+                out,
+                "synapsor_endpoint_up{{upstream=\"{u}\",endpoint=\"{e}\"}} {}",
+                u8::from(*up)
+            );
         }
     }
 }
@@ -95,6 +143,12 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             ),
         },
         "/config" => text(StatusCode::OK, state.config_yaml.clone()),
+        "/metrics" => {
+            let mut out = String::new();
+            state.metrics.render(&mut out);
+            state.render_upstreams(&mut out);
+            text(StatusCode::OK, out)
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /healthz, /readyz or /config\n".into(),

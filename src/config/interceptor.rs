@@ -19,10 +19,18 @@ pub enum StageConfig {
     ApiKey(ApiKeyConfig),
     /// Allow and deny rules by method, peer address and principal.
     Access(AccessConfig),
+    /// Prometheus metrics of the calls that reach this stage.
+    Metrics(MetricsConfig),
 }
 
 /// The stage kinds, as written in YAML.
-const KINDS: &[&str] = &["rate_limit", "concurrency_limit", "api_key", "access"];
+const KINDS: &[&str] = &[
+    "rate_limit",
+    "concurrency_limit",
+    "api_key",
+    "access",
+    "metrics",
+];
 
 impl StageConfig {
     /// The stage's kind as written in YAML.
@@ -32,6 +40,7 @@ impl StageConfig {
             StageConfig::ConcurrencyLimit(_) => "concurrency_limit",
             StageConfig::ApiKey(_) => "api_key",
             StageConfig::Access(_) => "access",
+            StageConfig::Metrics(_) => "metrics",
         }
     }
 }
@@ -45,6 +54,7 @@ impl Serialize for StageConfig {
             StageConfig::ConcurrencyLimit(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::ApiKey(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::Access(c) => m.serialize_entry(self.kind(), c)?,
+            StageConfig::Metrics(c) => m.serialize_entry(self.kind(), c)?,
         }
         m.end()
     }
@@ -67,6 +77,7 @@ impl<'de> Deserialize<'de> for StageConfig {
                     "concurrency_limit" => StageConfig::ConcurrencyLimit(map.next_value()?),
                     "api_key" => StageConfig::ApiKey(map.next_value()?),
                     "access" => StageConfig::Access(map.next_value()?),
+                    "metrics" => StageConfig::Metrics(map.next_value()?),
                     other => return Err(de::Error::unknown_variant(other, KINDS)),
                 };
                 if map.next_key::<String>()?.is_some() {
@@ -165,6 +176,19 @@ pub struct ApiKeyEntry {
     /// Method patterns this principal may call; all when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
+}
+
+/// `metrics`: Prometheus counters and a histogram per method, served on the admin `/metrics`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Most distinct methods labelled (over all listeners); further ones count as `other`.
+    #[serde(default = "default_max_methods")]
+    pub max_methods: usize,
+}
+
+fn default_max_methods() -> usize {
+    1000
 }
 
 /// `access`: deny rules, then allow rules, then the default.

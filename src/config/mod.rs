@@ -20,7 +20,7 @@ pub use duration::{parse_duration, Dur};
 pub use endpoint::{EndpointSpec, MAX_WEIGHT};
 pub use interceptor::{
     check_method_pattern, AccessConfig, AccessDefault, AccessRule, ApiKeyConfig, ApiKeyEntry, Cidr,
-    ConcurrencyLimitConfig, KeySpec, MissingKey, RateLimitConfig, StageConfig,
+    ConcurrencyLimitConfig, KeySpec, MetricsConfig, MissingKey, RateLimitConfig, StageConfig,
 };
 pub use model::{
     AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode, RouteConfig,

@@ -199,6 +199,12 @@ fn validate_stage(stage: &StageConfig) -> Result<(), (String, String)> {
         }
         StageConfig::ApiKey(a) => return validate_api_key(a),
         StageConfig::Access(a) => return validate_access(a),
+        StageConfig::Metrics(m) => {
+            if m.max_methods == 0 || m.max_methods > 100_000 {
+                return Err(("max_methods".into(), "must be from 1 to 100000".into()));
+            }
+            return Ok(());
+        }
     };
     if max_keys == 0 || max_keys > 10_000_000 {
         return Err(("max_keys".into(), "must be from 1 to 10000000".into()));

@@ -134,7 +134,7 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         match self.layer.check(&req) {
             Ok(()) => Either::Left(self.inner.call(req)),
-            Err(r) => Either::Right(future::ready(Err(r.into()))),
+            Err(r) => Either::Right(future::ready(Err(r.by("access").into()))),
         }
     }
 }

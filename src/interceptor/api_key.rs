@@ -233,7 +233,7 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         match self.layer.check(&mut req) {
             Ok(()) => Either::Left(self.inner.call(req)),
-            Err(r) => Either::Right(future::ready(Err(r.into()))),
+            Err(r) => Either::Right(future::ready(Err(r.by("api_key").into()))),
         }
     }
 }

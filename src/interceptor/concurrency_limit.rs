@@ -152,7 +152,7 @@ where
         let permit = match self.layer.acquire(&req) {
             Ok(Some(p)) => p,
             Ok(None) => return Box::pin(self.inner.call(req)),
-            Err(r) => return Box::pin(std::future::ready(Err(r.into()))),
+            Err(r) => return Box::pin(std::future::ready(Err(r.by("concurrency_limit").into()))),
         };
         let fut = self.inner.call(req);
         Box::pin(async move {

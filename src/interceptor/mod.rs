@@ -1,4 +1,4 @@
-//! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`, `access`). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
+//! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`, `access`, `metrics`). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
 //! listener's `interceptors:` list becomes a [`Stack`] with the first stage outermost, so the YAML
 //! order is the execution order. A stage that rejects returns a [`Rejected`] error, which
 //! [`crate::stack::status_of`] turns into a trailers-only gRPC status; the upstream is never
@@ -8,11 +8,13 @@ mod access;
 mod api_key;
 mod concurrency_limit;
 mod key;
+mod metrics;
 mod rate_limit;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -23,6 +25,7 @@ pub use access::{Access, AccessLayer};
 pub use api_key::{ApiKey, ApiKeyLayer};
 pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use key::{KeyError, Keyer};
+pub use metrics::{Metrics, MetricsLayer, Registry};
 pub use rate_limit::{RateLimit, RateLimitLayer};
 
 use crate::config::StageConfig;
@@ -48,6 +51,8 @@ pub struct Rejected {
     pub message: String,
     /// When set, the `grpc-retry-pushback-ms` trailer: how long the client should wait.
     pub retry_pushback_ms: Option<u64>,
+    /// The kind of stage that refused the call (set by the stage's service).
+    pub stage: &'static str,
 }
 
 impl Rejected {
@@ -57,6 +62,7 @@ impl Rejected {
             code,
             message: message.into(),
             retry_pushback_ms: None,
+            stage: "",
         }
     }
 
@@ -66,6 +72,11 @@ impl Rejected {
             retry_pushback_ms: pushback_ms,
             ..Rejected::new(Code::ResourceExhausted, message)
         }
+    }
+
+    /// The same rejection, attributed to `stage`.
+    pub fn by(self, stage: &'static str) -> Rejected {
+        Rejected { stage, ..self }
     }
 
     /// The extra trailers of this rejection.
@@ -102,12 +113,17 @@ enum StageLayer {
     ConcurrencyLimit(ConcurrencyLimitLayer),
     ApiKey(ApiKeyLayer),
     Access(AccessLayer),
+    Metrics(MetricsLayer),
 }
 
 impl Stages {
     /// Builds the stages of an `interceptors:` list (validated); fails when a stage's outside
     /// input (a keys file, an environment variable) cannot be read, naming the stage.
-    pub fn new(configs: &[StageConfig]) -> Result<Stages, String> {
+    pub fn new(
+        configs: &[StageConfig],
+        listener: &str,
+        registry: &Arc<Registry>,
+    ) -> Result<Stages, String> {
         configs
             .iter()
             .enumerate()
@@ -118,6 +134,9 @@ impl Stages {
                         StageLayer::ConcurrencyLimit(ConcurrencyLimitLayer::new(c))
                     }
                     StageConfig::Access(c) => StageLayer::Access(AccessLayer::new(c)),
+                    StageConfig::Metrics(c) => {
+                        StageLayer::Metrics(MetricsLayer::new(c, registry.clone(), listener))
+                    }
                     StageConfig::ApiKey(c) => StageLayer::ApiKey(
                         ApiKeyLayer::new(c)
                             .map_err(|e| format!("interceptors[{i}].api_key: {e}"))?,
@@ -140,6 +159,7 @@ impl Stages {
                 StageLayer::ConcurrencyLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::ApiKey(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::Access(l) => BoxCloneSyncService::new(l.layer(svc)),
+                StageLayer::Metrics(l) => BoxCloneSyncService::new(l.layer(svc)),
             };
         }
         Stack::Layered(svc)

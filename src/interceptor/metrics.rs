@@ -1,0 +1,357 @@
+//! `metrics`: counts every call the way go-grpc-prometheus does — `grpc_server_started_total`,
+//! `grpc_server_handled_total{grpc_code}`, `grpc_server_handling_seconds` — plus calls in flight
+//! and `synapsor_interceptor_rejected_total{stage,reason}` for calls later stages refused. The
+//! status is read where it really is: the trailers (or a trailers-only head); a call the client
+//! abandons counts as CANCELLED. Label sets are bounded: past `max_methods` distinct methods, new
+//! ones count as `other`. [`Registry::render`] writes the Prometheus text for `/metrics`.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http_body::Frame;
+use tower::{Layer, Service};
+
+use super::Rejected;
+use crate::config::MetricsConfig;
+use crate::grpc::Code;
+use crate::stack::{status_of, Body, BoxError, Request, Response};
+
+/// Upper bounds of the handling-time histogram, in seconds (Prometheus' defaults).
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Names of the gRPC codes 0..=16, for the `grpc_code` label.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+#[derive(Default)]
+struct Series {
+    started: AtomicU64,
+    handled: [AtomicU64; 17],
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// Every metric of the gateway's stages, shared by all listeners and workers.
+#[derive(Default)]
+pub struct Registry {
+    /// (listener, grpc_service, grpc_method) → counts.
+    series: DashMap<(Arc<str>, String, String), Arc<Series>>,
+    /// (listener, stage, reason) → refused calls.
+    rejected: DashMap<(Arc<str>, &'static str, &'static str), AtomicU64>,
+    /// listener → calls in flight.
+    in_flight: DashMap<Arc<str>, Arc<AtomicI64>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    /// The Prometheus text exposition of everything counted so far.
+    pub fn render(&self, out: &mut String) {
+        let mut rows: Vec<_> = self
+            .series
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let labels = |k: &(Arc<str>, String, String)| {
+            format!(
+                "listener=\"{}\",grpc_service=\"{}\",grpc_method=\"{}\"",
+                k.0, k.1, k.2
+            )
+        };
+        out.push_str("# HELP grpc_server_started_total Calls started.\n# TYPE grpc_server_started_total counter\n");
+        for (k, s) in &rows {
+            let _ = writeln!(
+                out,
+                "grpc_server_started_total{{{}}} {}",
+                labels(k),
+                s.started.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP grpc_server_handled_total Calls finished, by status.\n# TYPE grpc_server_handled_total counter\n");
+        for (k, s) in &rows {
+            for (code, n) in s.handled.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "grpc_server_handled_total{{{},grpc_code=\"{}\"}} {n}",
+                        labels(k),
+                        CODE_NAMES[code]
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP grpc_server_handling_seconds Time from the call's start to its status.\n# TYPE grpc_server_handling_seconds histogram\n");
+        for (k, s) in &rows {
+            let l = labels(k);
+            let mut cumulative = 0;
+            for (i, le) in BUCKETS.iter().enumerate() {
+                cumulative += s.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "grpc_server_handling_seconds_bucket{{{l},le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let count = s.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "grpc_server_handling_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
+            );
+            let sum = s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "grpc_server_handling_seconds_sum{{{l}}} {sum}");
+            let _ = writeln!(out, "grpc_server_handling_seconds_count{{{l}}} {count}");
+        }
+        out.push_str("# HELP synapsor_calls_in_flight Calls in progress.\n# TYPE synapsor_calls_in_flight gauge\n");
+        let mut flights: Vec<_> = self
+            .in_flight
+            .iter()
+            .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        flights.sort();
+        for (l, n) in flights {
+            let _ = writeln!(out, "synapsor_calls_in_flight{{listener=\"{l}\"}} {n}");
+        }
+        out.push_str("# HELP synapsor_interceptor_rejected_total Calls a stage refused.\n# TYPE synapsor_interceptor_rejected_total counter\n");
+        let mut rej: Vec<_> = self
+            .rejected
+            .iter()
+            .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        rej.sort();
+        for ((l, stage, reason), n) in rej {
+            let _ = writeln!(out, "synapsor_interceptor_rejected_total{{listener=\"{l}\",stage=\"{stage}\",reason=\"{reason}\"}} {n}");
+        }
+    }
+}
+
+struct Shared {
+    registry: Arc<Registry>,
+    listener: Arc<str>,
+    max_methods: usize,
+    in_flight: Arc<AtomicI64>,
+}
+
+/// The layer of one `metrics` stage.
+#[derive(Clone)]
+pub struct MetricsLayer {
+    shared: Arc<Shared>,
+}
+
+impl MetricsLayer {
+    /// A stage counting into `registry` for `listener`.
+    pub fn new(cfg: &MetricsConfig, registry: Arc<Registry>, listener: &str) -> MetricsLayer {
+        let listener: Arc<str> = listener.into();
+        let in_flight = registry
+            .in_flight
+            .entry(listener.clone())
+            .or_default()
+            .clone();
+        MetricsLayer {
+            shared: Arc::new(Shared {
+                registry,
+                listener,
+                max_methods: cfg.max_methods,
+                in_flight,
+            }),
+        }
+    }
+
+    /// The series of a call's method (`other` past the cap; garbage paths too).
+    fn series(&self, path: &str) -> Arc<Series> {
+        let s = &self.shared;
+        let (service, method) = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+            Some((svc, m)) if !svc.is_empty() && !m.is_empty() && !m.contains('/') => (svc, m),
+            _ => ("other", "other"),
+        };
+        let key = (s.listener.clone(), service.to_string(), method.to_string());
+        if let Some(found) = s.registry.series.get(&key) {
+            return found.clone();
+        }
+        let key = if s.registry.series.len() >= s.max_methods {
+            (s.listener.clone(), "other".to_string(), "other".to_string())
+        } else {
+            key
+        };
+        s.registry.series.entry(key).or_default().clone()
+    }
+}
+
+/// Records a call's end exactly once: at its status, or as CANCELLED if dropped first.
+struct Recorder {
+    series: Arc<Series>,
+    in_flight: Arc<AtomicI64>,
+    started: Instant,
+    done: bool,
+}
+
+impl Recorder {
+    fn finish(&mut self, code: usize) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let s = &self.series;
+        s.handled[code.min(16)].fetch_add(1, Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
+            s.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        s.count.fetch_add(1, Ordering::Relaxed);
+        s.sum_micros
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled as usize);
+    }
+}
+
+fn code_of(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Metrics<S>;
+
+    fn layer(&self, inner: S) -> Metrics<S> {
+        Metrics {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The `metrics` service around `S`.
+#[derive(Clone)]
+pub struct Metrics<S> {
+    inner: S,
+    layer: MetricsLayer,
+}
+
+impl<S> Service<Request> for Metrics<S>
+where
+    S: Service<Request, Response = Response, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let series = self.layer.series(req.uri().path());
+        series.started.fetch_add(1, Ordering::Relaxed);
+        let shared = self.layer.shared.clone();
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut rec = Recorder {
+            series,
+            in_flight: shared.in_flight.clone(),
+            started: Instant::now(),
+            done: false,
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            match fut.await {
+                Ok(resp) => {
+                    if let Some(code) = code_of(resp.headers()) {
+                        rec.finish(code); // trailers-only
+                        return Ok(resp);
+                    }
+                    Ok(resp.map(|body| Body::boxed(Observed { body, rec })))
+                }
+                Err(e) => {
+                    if let Some(r) = e.downcast_ref::<Rejected>() {
+                        let key = (
+                            shared.listener.clone(),
+                            r.stage,
+                            CODE_NAMES[r.code as usize],
+                        );
+                        shared
+                            .registry
+                            .rejected
+                            .entry(key)
+                            .or_default()
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    rec.finish(status_of(&e).code as usize);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// A response body that records the call's status when its trailers go by.
+struct Observed {
+    body: Body,
+    rec: Recorder,
+}
+
+impl http_body::Body for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = frame.trailers_ref() {
+                    this.rec
+                        .finish(code_of(t).unwrap_or(Code::Unknown as usize));
+                }
+            }
+            Poll::Ready(Some(Err(e))) => this.rec.finish(status_of(e).code as usize),
+            Poll::Ready(None) => this.rec.finish(Code::Unknown as usize),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+}
