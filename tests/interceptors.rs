@@ -477,3 +477,65 @@ async fn metrics_labels_are_bounded() {
         37
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_writes_one_json_line_per_call() {
+    let b = Backend::start("b").await;
+    let dir = std::env::temp_dir().join(format!("synapsor-alog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("access.log");
+    let _ = std::fs::remove_file(&file);
+    let stages = format!(
+        "      - access_log: {{ format: json, output: \"{}\" }}
+      - api_key: {{ keys: [ {{ key: k-alice-123, principal: alice }} ] }}",
+        file.display()
+    );
+    let gw = gateway(&cfg(&b, &stages)).await;
+    let mut c = gw.client().await;
+    let mut r = keyed("k-alice-123", None);
+    r.get_mut().payload = vec![1; 300];
+    c.unary(r).await.unwrap();
+    let mut r = Request::new(EchoRequest {
+        fail_code: Code::NotFound as i32,
+        ..Default::default()
+    });
+    r.metadata_mut()
+        .insert("x-api-key", "k-alice-123".parse().unwrap());
+    c.unary(r).await.unwrap_err();
+    c.unary(EchoRequest::default()).await.unwrap_err(); // no key: refused by api_key
+    let t = std::time::Instant::now();
+    let lines = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect();
+        if lines.len() >= 3 {
+            break lines;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "lines never written: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 3);
+    let first = &lines[0];
+    assert_eq!(first["method"], "/synapsor.test.v1.Echo/Unary");
+    assert_eq!(first["grpc_status"], 0);
+    assert_eq!(
+        first["principal"], "alice",
+        "set by the api_key stage after the log saw the call"
+    );
+    assert_eq!(first["upstream"], b.addr.to_string());
+    assert!(first["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(first["bytes_in"].as_u64().unwrap() >= 300, "{first}");
+    assert!(first["bytes_out"].as_u64().unwrap() >= 300, "{first}");
+    assert!(first["ts"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(lines[1]["grpc_status"], 5);
+    assert_eq!(
+        lines[2]["grpc_status"], 16,
+        "refused by the later api_key stage"
+    );
+    assert_eq!(lines[2]["upstream"], "");
+}

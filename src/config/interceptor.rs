@@ -21,6 +21,8 @@ pub enum StageConfig {
     Access(AccessConfig),
     /// Prometheus metrics of the calls that reach this stage.
     Metrics(MetricsConfig),
+    /// One line per finished call.
+    AccessLog(AccessLogConfig),
 }
 
 /// The stage kinds, as written in YAML.
@@ -30,6 +32,7 @@ const KINDS: &[&str] = &[
     "api_key",
     "access",
     "metrics",
+    "access_log",
 ];
 
 impl StageConfig {
@@ -41,6 +44,7 @@ impl StageConfig {
             StageConfig::ApiKey(_) => "api_key",
             StageConfig::Access(_) => "access",
             StageConfig::Metrics(_) => "metrics",
+            StageConfig::AccessLog(_) => "access_log",
         }
     }
 }
@@ -55,6 +59,7 @@ impl Serialize for StageConfig {
             StageConfig::ApiKey(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::Access(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::Metrics(c) => m.serialize_entry(self.kind(), c)?,
+            StageConfig::AccessLog(c) => m.serialize_entry(self.kind(), c)?,
         }
         m.end()
     }
@@ -78,6 +83,7 @@ impl<'de> Deserialize<'de> for StageConfig {
                     "api_key" => StageConfig::ApiKey(map.next_value()?),
                     "access" => StageConfig::Access(map.next_value()?),
                     "metrics" => StageConfig::Metrics(map.next_value()?),
+                    "access_log" => StageConfig::AccessLog(map.next_value()?),
                     other => return Err(de::Error::unknown_variant(other, KINDS)),
                 };
                 if map.next_key::<String>()?.is_some() {
@@ -189,6 +195,39 @@ pub struct MetricsConfig {
 
 fn default_max_methods() -> usize {
     1000
+}
+
+/// `access_log`: one line per finished call.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// `text` (key=value) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// `stdout` or a file path (appended to).
+    #[serde(default = "default_log_output")]
+    pub output: String,
+    /// Share of calls logged, from 0 to 1 (default 1: every call).
+    #[serde(default = "default_sample")]
+    pub sample: f64,
+}
+
+/// Access-log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `key=value` pairs.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn default_log_output() -> String {
+    "stdout".into()
+}
+fn default_sample() -> f64 {
+    1.0
 }
 
 /// `access`: deny rules, then allow rules, then the default.

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 pub use duration::{parse_duration, Dur};
 pub use endpoint::{EndpointSpec, MAX_WEIGHT};
 pub use interceptor::{
-    check_method_pattern, AccessConfig, AccessDefault, AccessRule, ApiKeyConfig, ApiKeyEntry, Cidr,
-    ConcurrencyLimitConfig, KeySpec, MetricsConfig, MissingKey, RateLimitConfig, StageConfig,
+    check_method_pattern, AccessConfig, AccessDefault, AccessLogConfig, AccessRule, ApiKeyConfig,
+    ApiKeyEntry, Cidr, ConcurrencyLimitConfig, KeySpec, LogFormat, MetricsConfig, MissingKey,
+    RateLimitConfig, StageConfig,
 };
 pub use model::{
     AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode, RouteConfig,

@@ -199,6 +199,15 @@ fn validate_stage(stage: &StageConfig) -> Result<(), (String, String)> {
         }
         StageConfig::ApiKey(a) => return validate_api_key(a),
         StageConfig::Access(a) => return validate_access(a),
+        StageConfig::AccessLog(a) => {
+            if !(0.0..=1.0).contains(&a.sample) {
+                return Err(("sample".into(), "must be from 0 to 1".into()));
+            }
+            if a.output.is_empty() {
+                return Err(("output".into(), "use stdout or a file path".into()));
+            }
+            return Ok(());
+        }
         StageConfig::Metrics(m) => {
             if m.max_methods == 0 || m.max_methods > 100_000 {
                 return Err(("max_methods".into(), "must be from 1 to 100000".into()));

@@ -16,7 +16,7 @@ use futures_util::future::{self, Either, Ready};
 use http::{HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
-use super::{Keyer, Principal, Rejected};
+use super::{Keyer, Principal, PrincipalSlot, Rejected};
 use crate::clock;
 use crate::config::{validate_keys, ApiKeyConfig, ApiKeyEntry, KeySpec, MissingKey};
 use crate::grpc::Code;
@@ -193,9 +193,11 @@ impl ApiKeyLayer {
         }
         req.headers_mut()
             .insert(s.principal_header.clone(), principal.clone());
-        req.extensions_mut().insert(Principal(
-            principal.to_str().unwrap_or_default().to_string(),
-        ));
+        let name = principal.to_str().unwrap_or_default().to_string();
+        if let Some(slot) = req.extensions().get::<PrincipalSlot>() {
+            let _ = slot.0.set(name.clone());
+        }
+        req.extensions_mut().insert(Principal(name));
         Ok(())
     }
 }

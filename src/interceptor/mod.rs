@@ -1,10 +1,12 @@
-//! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`, `access`, `metrics`). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
+//! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`, `access`, `metrics`,
+//! `access_log`). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
 //! listener's `interceptors:` list becomes a [`Stack`] with the first stage outermost, so the YAML
 //! order is the execution order. A stage that rejects returns a [`Rejected`] error, which
 //! [`crate::stack::status_of`] turns into a trailers-only gRPC status; the upstream is never
 //! touched.
 
 mod access;
+mod access_log;
 mod api_key;
 mod concurrency_limit;
 mod key;
@@ -22,6 +24,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 pub use access::{Access, AccessLayer};
+pub use access_log::{AccessLog, AccessLogLayer, UpstreamEndpoint};
 pub use api_key::{ApiKey, ApiKeyLayer};
 pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use key::{KeyError, Keyer};
@@ -36,6 +39,11 @@ use crate::stack::{BoxError, Request, Response};
 /// The authenticated caller, put in the request's extensions by an auth stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal(pub String);
+
+/// Where an auth stage also writes the principal, for an outer stage (the access log) that saw
+/// the request before authentication.
+#[derive(Clone, Debug, Default)]
+pub struct PrincipalSlot(pub Arc<std::sync::OnceLock<String>>);
 
 /// The client's address, put in every request's extensions by the server.
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +122,7 @@ enum StageLayer {
     ApiKey(ApiKeyLayer),
     Access(AccessLayer),
     Metrics(MetricsLayer),
+    AccessLog(AccessLogLayer),
 }
 
 impl Stages {
@@ -134,6 +143,10 @@ impl Stages {
                         StageLayer::ConcurrencyLimit(ConcurrencyLimitLayer::new(c))
                     }
                     StageConfig::Access(c) => StageLayer::Access(AccessLayer::new(c)),
+                    StageConfig::AccessLog(c) => StageLayer::AccessLog(
+                        AccessLogLayer::new(c)
+                            .map_err(|e| format!("interceptors[{i}].access_log: {e}"))?,
+                    ),
                     StageConfig::Metrics(c) => {
                         StageLayer::Metrics(MetricsLayer::new(c, registry.clone(), listener))
                     }
@@ -160,6 +173,7 @@ impl Stages {
                 StageLayer::ApiKey(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::Access(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::Metrics(l) => BoxCloneSyncService::new(l.layer(svc)),
+                StageLayer::AccessLog(l) => BoxCloneSyncService::new(l.layer(svc)),
             };
         }
         Stack::Layered(svc)

@@ -168,6 +168,7 @@ impl Call {
             dir.forget_replay();
             let (mut head, body) = resp.into_parts();
             grpc::strip_hop_by_hop(&mut head.headers);
+            let ep_address = ep.address.clone();
             let body = if body.is_end_stream() {
                 // Trailers-only: nothing more will flow either way.
                 Body::empty()
@@ -185,7 +186,10 @@ impl Call {
                     _in_flight: in_flight,
                 })
             };
-            return Ok(Response::from_parts(head, body));
+            let mut resp = Response::from_parts(head, body);
+            resp.extensions_mut()
+                .insert(crate::interceptor::UpstreamEndpoint(ep_address));
+            return Ok(resp);
         }
     }
 
