@@ -144,6 +144,18 @@ async fn one_round(load: Load, clients: &[EchoClient<Channel>], duration: Durati
     total
 }
 
+/// The API key every call carries (the `synapsor+stages` target checks it; others ignore it).
+pub const API_KEY: &str = "bench-key-0001";
+
+fn keyed<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "x-api-key",
+        tonic::metadata::MetadataValue::from_static(API_KEY),
+    );
+    r
+}
+
 /// How long past the deadline a call may take before it counts as an error (so a proxy that
 /// stalls cannot hang the benchmark).
 const GRACE: Duration = Duration::from_secs(3);
@@ -171,7 +183,7 @@ async fn work(load: Load, mut c: EchoClient<Channel>, deadline: Instant, o: &mut
                     payload: payload.clone(),
                     ..Default::default()
                 };
-                match c.unary(req).await {
+                match c.unary(keyed(req)).await {
                     Ok(r) => {
                         o.count += 1;
                         o.bytes += r.get_ref().payload.len() as u64;
@@ -192,7 +204,7 @@ async fn work(load: Load, mut c: EchoClient<Channel>, deadline: Instant, o: &mut
                 reply_size: size,
                 ..Default::default()
             };
-            match c.server_stream(req).await {
+            match c.server_stream(keyed(req)).await {
                 Ok(r) => {
                     let mut s = r.into_inner();
                     while Instant::now() < deadline {
@@ -219,7 +231,7 @@ async fn work(load: Load, mut c: EchoClient<Channel>, deadline: Instant, o: &mut
             };
             let _ = tx.send(msg.clone()).await;
             let mut t = Instant::now();
-            let Ok(r) = c.bidi(ReceiverStream::new(rx)).await else {
+            let Ok(r) = c.bidi(keyed(ReceiverStream::new(rx))).await else {
                 o.errors += 1;
                 return;
             };

@@ -174,10 +174,16 @@ pub fn synapsor(
     };
     let cfg = dir.join(format!("{name}.yaml"));
     // The built-in stages, with limits the load never reaches: what the mechanism costs.
+    // Issue 4's chain — a rate limit the load never reaches, API-key auth, metrics, and the
+    // access log sampled at 1% — to measure what the stage mechanism costs.
     let interceptors = if stages {
-        "    interceptors:\n      - metrics: {}\n      - rate_limit: { rate: 100000000, per: 1s, key: peer_ip }\n      - concurrency_limit: { max: 1000000, key: method }\n      - access: { deny: [ { peers: [\"192.0.2.0/24\"] } ], default: allow }\n"
+        format!(
+            "    interceptors:\n      - rate_limit: {{ rate: 100000000, per: 1s, key: peer_ip }}\n      - api_key: {{ keys: [ {{ key: {}, principal: bench }} ] }}\n      - metrics: {{}}\n      - access_log: {{ format: json, output: \"{}\", sample: 0.01 }}\n",
+            crate::load::API_KEY,
+            dir.join("access.log").display()
+        )
     } else {
-        ""
+        String::new()
     };
     std::fs::write(
         &cfg,
