@@ -23,6 +23,8 @@ pub enum StageConfig {
     Metrics(MetricsConfig),
     /// One line per finished call.
     AccessLog(AccessLogConfig),
+    /// JWT bearer-token authentication.
+    Jwt(JwtConfig),
 }
 
 /// The stage kinds, as written in YAML.
@@ -33,6 +35,7 @@ const KINDS: &[&str] = &[
     "access",
     "metrics",
     "access_log",
+    "jwt",
 ];
 
 impl StageConfig {
@@ -45,6 +48,7 @@ impl StageConfig {
             StageConfig::Access(_) => "access",
             StageConfig::Metrics(_) => "metrics",
             StageConfig::AccessLog(_) => "access_log",
+            StageConfig::Jwt(_) => "jwt",
         }
     }
 }
@@ -60,6 +64,7 @@ impl Serialize for StageConfig {
             StageConfig::Access(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::Metrics(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::AccessLog(c) => m.serialize_entry(self.kind(), c)?,
+            StageConfig::Jwt(c) => m.serialize_entry(self.kind(), c)?,
         }
         m.end()
     }
@@ -84,6 +89,7 @@ impl<'de> Deserialize<'de> for StageConfig {
                     "access" => StageConfig::Access(map.next_value()?),
                     "metrics" => StageConfig::Metrics(map.next_value()?),
                     "access_log" => StageConfig::AccessLog(map.next_value()?),
+                    "jwt" => StageConfig::Jwt(map.next_value()?),
                     other => return Err(de::Error::unknown_variant(other, KINDS)),
                 };
                 if map.next_key::<String>()?.is_some() {
@@ -195,6 +201,67 @@ pub struct MetricsConfig {
 
 fn default_max_methods() -> usize {
     1000
+}
+
+/// `jwt`: a signed bearer token in `header`, checked against one key source and one algorithm.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The metadata entry carrying the token (`Bearer <token>` or the bare token).
+    #[serde(default = "default_jwt_header")]
+    pub header: String,
+    /// `HS256`, `RS256` or `ES256`; tokens signed otherwise (or with `none`) are refused.
+    #[serde(default = "default_jwt_alg")]
+    pub algorithm: String,
+    /// HS256: an environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// HS256: a file holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<std::path::PathBuf>,
+    /// RS256/ES256: a PEM public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// RS256/ES256: a JWKS file (keys picked by `kid`), re-read when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Required `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud` (one of the token's audiences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` (default 30 s).
+    #[serde(default = "default_leeway")]
+    pub leeway: Dur,
+    /// Claims that must be present (`exp` always is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_claims: Vec<String>,
+    /// Claims copied into upstream headers: `{ claim: header }`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub claims_to_headers: std::collections::BTreeMap<String, String>,
+    /// The claim that names the principal (default `sub`).
+    #[serde(default = "default_principal_claim")]
+    pub principal_claim: String,
+    /// The metadata entry the principal is forwarded in (default `x-principal`).
+    #[serde(default = "default_principal_header")]
+    pub principal_header: String,
+    /// Forward the token itself (default `false`: the header is removed).
+    #[serde(default)]
+    pub forward: bool,
+}
+
+fn default_jwt_header() -> String {
+    "authorization".into()
+}
+fn default_jwt_alg() -> String {
+    "HS256".into()
+}
+fn default_leeway() -> Dur {
+    Dur::secs(30)
+}
+fn default_principal_claim() -> String {
+    "sub".into()
 }
 
 /// `access_log`: one line per finished call.

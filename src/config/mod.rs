@@ -20,8 +20,8 @@ pub use duration::{parse_duration, Dur};
 pub use endpoint::{EndpointSpec, MAX_WEIGHT};
 pub use interceptor::{
     check_method_pattern, AccessConfig, AccessDefault, AccessLogConfig, AccessRule, ApiKeyConfig,
-    ApiKeyEntry, Cidr, ConcurrencyLimitConfig, KeySpec, LogFormat, MetricsConfig, MissingKey,
-    RateLimitConfig, StageConfig,
+    ApiKeyEntry, Cidr, ConcurrencyLimitConfig, JwtConfig, KeySpec, LogFormat, MetricsConfig,
+    MissingKey, RateLimitConfig, StageConfig,
 };
 pub use model::{
     AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode, RouteConfig,

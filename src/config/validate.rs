@@ -199,6 +199,7 @@ fn validate_stage(stage: &StageConfig) -> Result<(), (String, String)> {
         }
         StageConfig::ApiKey(a) => return validate_api_key(a),
         StageConfig::Access(a) => return validate_access(a),
+        StageConfig::Jwt(j) => return validate_jwt(j),
         StageConfig::AccessLog(a) => {
             if !(0.0..=1.0).contains(&a.sample) {
                 return Err(("sample".into(), "must be from 0 to 1".into()));
@@ -286,4 +287,47 @@ fn validate_access(a: &super::interceptor::AccessConfig) -> Result<(), (String, 
         }
     }
     Ok(())
+}
+
+fn validate_jwt(j: &super::interceptor::JwtConfig) -> Result<(), (String, String)> {
+    for (f, n) in [
+        ("header", &j.header),
+        ("principal_header", &j.principal_header),
+    ] {
+        if !header_name_ok(n) {
+            return Err((
+                f.into(),
+                format!("{n:?} is not a valid lower-case metadata name"),
+            ));
+        }
+    }
+    for (claim, header) in &j.claims_to_headers {
+        if !header_name_ok(header) {
+            return Err((
+                format!("claims_to_headers.{claim}"),
+                format!("{header:?} is not a valid lower-case metadata name"),
+            ));
+        }
+    }
+    let secrets = usize::from(j.secret_env.is_some()) + usize::from(j.secret_file.is_some());
+    let keys = usize::from(j.public_key_file.is_some()) + usize::from(j.jwks_file.is_some());
+    match j.algorithm.as_str() {
+        "HS256" if secrets == 1 && keys == 0 => Ok(()),
+        "HS256" => Err((
+            "algorithm".into(),
+            "HS256 takes exactly one of secret_env or secret_file (and no public key)".into(),
+        )),
+        "RS256" | "ES256" if keys == 1 && secrets == 0 => Ok(()),
+        "RS256" | "ES256" => Err((
+            "algorithm".into(),
+            format!(
+                "{} takes exactly one of public_key_file or jwks_file (and no secret)",
+                j.algorithm
+            ),
+        )),
+        other => Err((
+            "algorithm".into(),
+            format!("{other:?} is not supported: use HS256, RS256 or ES256"),
+        )),
+    }
 }

@@ -1,4 +1,4 @@
-//! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`, `access`, `metrics`,
+//! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`, `jwt`, `access`, `metrics`,
 //! `access_log`). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
 //! listener's `interceptors:` list becomes a [`Stack`] with the first stage outermost, so the YAML
 //! order is the execution order. A stage that rejects returns a [`Rejected`] error, which
@@ -9,6 +9,7 @@ mod access;
 mod access_log;
 mod api_key;
 mod concurrency_limit;
+mod jwt;
 mod key;
 mod metrics;
 mod rate_limit;
@@ -27,6 +28,7 @@ pub use access::{Access, AccessLayer};
 pub use access_log::{AccessLog, AccessLogLayer, UpstreamEndpoint};
 pub use api_key::{ApiKey, ApiKeyLayer};
 pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
+pub use jwt::{Jwt, JwtLayer};
 pub use key::{KeyError, Keyer};
 pub use metrics::{Metrics, MetricsLayer, Registry};
 pub use rate_limit::{RateLimit, RateLimitLayer};
@@ -123,6 +125,7 @@ enum StageLayer {
     Access(AccessLayer),
     Metrics(MetricsLayer),
     AccessLog(AccessLogLayer),
+    Jwt(JwtLayer),
 }
 
 impl Stages {
@@ -143,6 +146,9 @@ impl Stages {
                         StageLayer::ConcurrencyLimit(ConcurrencyLimitLayer::new(c))
                     }
                     StageConfig::Access(c) => StageLayer::Access(AccessLayer::new(c)),
+                    StageConfig::Jwt(c) => StageLayer::Jwt(
+                        JwtLayer::new(c).map_err(|e| format!("interceptors[{i}].jwt: {e}"))?,
+                    ),
                     StageConfig::AccessLog(c) => StageLayer::AccessLog(
                         AccessLogLayer::new(c)
                             .map_err(|e| format!("interceptors[{i}].access_log: {e}"))?,
@@ -174,6 +180,7 @@ impl Stages {
                 StageLayer::Access(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::Metrics(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::AccessLog(l) => BoxCloneSyncService::new(l.layer(svc)),
+                StageLayer::Jwt(l) => BoxCloneSyncService::new(l.layer(svc)),
             };
         }
         Stack::Layered(svc)
