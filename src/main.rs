@@ -58,6 +58,11 @@ fn main() -> ExitCode {
                     "{}",
                     serde_yaml::to_string(&loaded.config).expect("serializable config")
                 );
+                for l in &loaded.config.listeners {
+                    let mut chain: Vec<&str> = l.interceptors.iter().map(|s| s.kind()).collect();
+                    chain.push("route");
+                    eprintln!("listener {} ({}): {}", l.name, l.listen, chain.join(" -> "));
+                }
                 eprintln!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

@@ -62,6 +62,17 @@ fn check_reports_file_line_and_field() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/full.yaml");
+    let out = synapsor()
+        .args(["check", "-c"])
+        .arg(&full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listener public (0.0.0.0:30880): access_log -> metrics -> api_key -> rate_limit -> rate_limit -> concurrency_limit -> route"),
+        "{err}"
+    );
     let out = synapsor().arg("version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("synapsor "));
 }
