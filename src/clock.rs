@@ -18,3 +18,15 @@ pub fn now_ms() -> u64 {
 pub fn now_nanos() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
+
+/// True at most once per `every_ms` across threads: the caller whose call flips `last` to now
+/// does the periodic work (evicting idle keys, checking a file for changes).
+pub fn due(last: &std::sync::atomic::AtomicU64, every_ms: u64) -> bool {
+    use std::sync::atomic::Ordering;
+    let now = now_ms();
+    let prev = last.load(Ordering::Relaxed);
+    now.saturating_sub(prev) >= every_ms
+        && last
+            .compare_exchange(prev, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+}

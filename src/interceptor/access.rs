@@ -2,15 +2,11 @@
 //! address and principal (from an earlier auth stage). Refused: PERMISSION_DENIED.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures_util::future::{self, Either, Ready};
-use tower::{Layer, Service};
-
-use super::{Keyer, PeerAddr, Principal, Rejected};
+use super::{Check, Keyer, PeerAddr, Principal, Rejected};
 use crate::config::{AccessConfig, AccessDefault, AccessRule, Cidr, KeySpec, MissingKey};
 use crate::grpc::Code;
-use crate::stack::{BoxError, Request, Response};
+use crate::stack::Request;
 
 struct Rule {
     methods: Option<Keyer>,
@@ -101,41 +97,11 @@ impl AccessLayer {
     }
 }
 
-impl<S> Layer<S> for AccessLayer {
-    type Service = Access<S>;
+impl Check for AccessLayer {
+    const KIND: &'static str = "access";
 
-    fn layer(&self, inner: S) -> Access<S> {
-        Access {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The `access` service around `S`.
-#[derive(Clone)]
-pub struct Access<S> {
-    inner: S,
-    layer: AccessLayer,
-}
-
-impl<S> Service<Request> for Access<S>
-where
-    S: Service<Request, Response = Response, Error = BoxError>,
-{
-    type Response = Response;
-    type Error = BoxError;
-    type Future = Either<S::Future, Ready<Result<Response, BoxError>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        match self.layer.check(&req) {
-            Ok(()) => Either::Left(self.inner.call(req)),
-            Err(r) => Either::Right(future::ready(Err(r.by("access").into()))),
-        }
+    fn check(&self, req: &mut Request) -> Result<(), Rejected> {
+        AccessLayer::check(self, req)
     }
 }
 

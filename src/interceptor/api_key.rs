@@ -6,21 +6,18 @@
 //! UNAUTHENTICATED. A principal calling a method outside its list: PERMISSION_DENIED.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use futures_util::future::{self, Either, Ready};
 use http::{HeaderName, HeaderValue};
-use tower::{Layer, Service};
 
-use super::{Keyer, Principal, PrincipalSlot, Rejected};
+use super::{Check, Keyer, Principal, PrincipalSlot, Rejected};
 use crate::clock;
 use crate::config::{validate_keys, ApiKeyConfig, ApiKeyEntry, KeySpec, MissingKey};
 use crate::grpc::Code;
-use crate::stack::{BoxError, Request, Response};
+use crate::stack::Request;
 
 struct Key {
     secret: Vec<u8>,
@@ -137,13 +134,7 @@ impl ApiKeyLayer {
     fn maybe_reload(&self) {
         let s = &self.shared;
         let Some(path) = &s.file else { return };
-        let now = clock::now_ms();
-        let last = s.last_check.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < 1000
-            || s.last_check
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
+        if !clock::due(&s.last_check, 1000) {
             return;
         }
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -202,41 +193,11 @@ impl ApiKeyLayer {
     }
 }
 
-impl<S> Layer<S> for ApiKeyLayer {
-    type Service = ApiKey<S>;
+impl Check for ApiKeyLayer {
+    const KIND: &'static str = "api_key";
 
-    fn layer(&self, inner: S) -> ApiKey<S> {
-        ApiKey {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The `api_key` service around `S`.
-#[derive(Clone)]
-pub struct ApiKey<S> {
-    inner: S,
-    layer: ApiKeyLayer,
-}
-
-impl<S> Service<Request> for ApiKey<S>
-where
-    S: Service<Request, Response = Response, Error = BoxError>,
-{
-    type Response = Response;
-    type Error = BoxError;
-    type Future = Either<S::Future, Ready<Result<Response, BoxError>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        match self.layer.check(&mut req) {
-            Ok(()) => Either::Left(self.inner.call(req)),
-            Err(r) => Either::Right(future::ready(Err(r.by("api_key").into()))),
-        }
+    fn check(&self, req: &mut Request) -> Result<(), Rejected> {
+        ApiKeyLayer::check(self, req)
     }
 }
 

@@ -100,13 +100,7 @@ impl ConcurrencyLimitLayer {
         }
         if s.counts.len() >= s.max_keys {
             // Drop keys with nothing in flight, at most once a second.
-            let now = clock::now_ms();
-            let last = s.last_sweep.load(Ordering::Relaxed);
-            if now.saturating_sub(last) >= 1000
-                && s.last_sweep
-                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            {
+            if clock::due(&s.last_sweep, 1000) {
                 s.counts.retain(|_, c| c.load(Ordering::Acquire) > 0);
             }
             if s.counts.len() >= s.max_keys {

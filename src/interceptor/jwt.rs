@@ -8,25 +8,22 @@
 //! `forward: true`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use futures_util::future::{self, Either, Ready};
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
-use tower::{Layer, Service};
 
-use super::{Principal, PrincipalSlot, Rejected};
+use super::{Check, Principal, PrincipalSlot, Rejected};
 use crate::clock;
 use crate::config::JwtConfig;
 use crate::grpc::Code;
-use crate::stack::{BoxError, Request, Response};
+use crate::stack::Request;
 
 enum Keys {
     One(DecodingKey),
@@ -135,13 +132,7 @@ impl JwtLayer {
         else {
             return;
         };
-        let now = clock::now_ms();
-        let last = last_check.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < 1000
-            || last_check
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
+        if !clock::due(last_check, 1000) {
             return;
         }
         let m = std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -233,40 +224,10 @@ impl JwtLayer {
     }
 }
 
-impl<S> Layer<S> for JwtLayer {
-    type Service = Jwt<S>;
+impl Check for JwtLayer {
+    const KIND: &'static str = "jwt";
 
-    fn layer(&self, inner: S) -> Jwt<S> {
-        Jwt {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The `jwt` service around `S`.
-#[derive(Clone)]
-pub struct Jwt<S> {
-    inner: S,
-    layer: JwtLayer,
-}
-
-impl<S> Service<Request> for Jwt<S>
-where
-    S: Service<Request, Response = Response, Error = BoxError>,
-{
-    type Response = Response;
-    type Error = BoxError;
-    type Future = Either<S::Future, Ready<Result<Response, BoxError>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        match self.layer.check(&mut req) {
-            Ok(()) => Either::Left(self.inner.call(req)),
-            Err(r) => Either::Right(future::ready(Err(r.by("jwt").into()))),
-        }
+    fn check(&self, req: &mut Request) -> Result<(), Rejected> {
+        JwtLayer::check(self, req)
     }
 }

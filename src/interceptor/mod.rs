@@ -8,6 +8,7 @@
 mod access;
 mod access_log;
 mod api_key;
+mod check;
 mod concurrency_limit;
 mod jwt;
 mod key;
@@ -24,14 +25,15 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
-pub use access::{Access, AccessLayer};
+pub use access::AccessLayer;
 pub use access_log::{AccessLog, AccessLogLayer, UpstreamEndpoint};
-pub use api_key::{ApiKey, ApiKeyLayer};
+pub use api_key::ApiKeyLayer;
+pub use check::{Check, CheckLayer, Checked};
 pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
-pub use jwt::{Jwt, JwtLayer};
+pub use jwt::JwtLayer;
 pub use key::{KeyError, Keyer};
 pub use metrics::{Metrics, MetricsLayer, Registry};
-pub use rate_limit::{RateLimit, RateLimitLayer};
+pub use rate_limit::RateLimitLayer;
 
 use crate::config::StageConfig;
 use crate::grpc::Code;
@@ -174,13 +176,15 @@ impl Stages {
         let mut svc = BoxCloneSyncService::new(forward);
         for stage in self.0.iter().rev() {
             svc = match stage {
-                StageLayer::RateLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
+                StageLayer::RateLimit(l) => {
+                    BoxCloneSyncService::new(CheckLayer(l.clone()).layer(svc))
+                }
                 StageLayer::ConcurrencyLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
-                StageLayer::ApiKey(l) => BoxCloneSyncService::new(l.layer(svc)),
-                StageLayer::Access(l) => BoxCloneSyncService::new(l.layer(svc)),
+                StageLayer::ApiKey(l) => BoxCloneSyncService::new(CheckLayer(l.clone()).layer(svc)),
+                StageLayer::Access(l) => BoxCloneSyncService::new(CheckLayer(l.clone()).layer(svc)),
                 StageLayer::Metrics(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::AccessLog(l) => BoxCloneSyncService::new(l.layer(svc)),
-                StageLayer::Jwt(l) => BoxCloneSyncService::new(l.layer(svc)),
+                StageLayer::Jwt(l) => BoxCloneSyncService::new(CheckLayer(l.clone()).layer(svc)),
             };
         }
         Stack::Layered(svc)

@@ -3,22 +3,19 @@
 //! next call would be admitted. The clock is a parameter, so tests run on governor's fake clock.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures_util::future::{self, Either, Ready};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::Quota;
-use tower::{Layer, Service};
 
-use super::{KeyError, Keyer, Rejected};
+use super::{Check, KeyError, Keyer, Rejected};
 use crate::clock;
 use crate::config::RateLimitConfig;
 use crate::grpc::Code;
-use crate::stack::{BoxError, Request, Response};
+use crate::stack::Request;
 
 /// The key all calls share once `max_keys` keys are tracked.
 const OVERFLOW: &str = "\u{0}overflow";
@@ -100,13 +97,7 @@ impl<C: Clock + Clone> RateLimitLayer<C> {
         if s.limiter.len() >= s.max_keys {
             // Evict idle keys, at most once a second; while still full, new calls share one
             // bucket, so key state never grows past the bound.
-            let now = clock::now_ms();
-            let last = s.last_sweep.load(Ordering::Relaxed);
-            if now.saturating_sub(last) >= 1000
-                && s.last_sweep
-                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            {
+            if clock::due(&s.last_sweep, 1000) {
                 s.limiter.retain_recent();
                 s.limiter.shrink_to_fit();
             }
@@ -132,50 +123,11 @@ impl<C: Clock + Clone> RateLimitLayer<C> {
     }
 }
 
-impl<S, C: Clock> Layer<S> for RateLimitLayer<C> {
-    type Service = RateLimit<S, C>;
+impl<C: Clock + Clone> Check for RateLimitLayer<C> {
+    const KIND: &'static str = "rate_limit";
 
-    fn layer(&self, inner: S) -> RateLimit<S, C> {
-        RateLimit {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The `rate_limit` service around `S`.
-pub struct RateLimit<S, C: Clock = DefaultClock> {
-    inner: S,
-    layer: RateLimitLayer<C>,
-}
-
-impl<S: Clone, C: Clock> Clone for RateLimit<S, C> {
-    fn clone(&self) -> Self {
-        RateLimit {
-            inner: self.inner.clone(),
-            layer: self.layer.clone(),
-        }
-    }
-}
-
-impl<S, C> Service<Request> for RateLimit<S, C>
-where
-    S: Service<Request, Response = Response, Error = BoxError>,
-    C: Clock + Clone,
-{
-    type Response = Response;
-    type Error = BoxError;
-    type Future = Either<S::Future, Ready<Result<Response, BoxError>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        match self.layer.check(&req) {
-            Ok(()) => Either::Left(self.inner.call(req)),
-            Err(r) => Either::Right(future::ready(Err(r.by("rate_limit").into()))),
-        }
+    fn check(&self, req: &mut Request) -> Result<(), Rejected> {
+        RateLimitLayer::check(self, req)
     }
 }
 
