@@ -15,7 +15,8 @@
 //! - [`proxy`]: the per-stream path — [`proxy::Forward`] (the innermost service: route, open the
 //!   upstream stream, await headers) and [`proxy::serve_stream`] (call the stack, pump the
 //!   response back), the [`proxy::Dir`] pump, deadlines and cancellation.
-//! - [`interceptor`]: built-in stages (tower layers): `rate_limit`, `concurrency_limit`.
+//! - [`interceptor`]: built-in stages (tower layers): `rate_limit`, `concurrency_limit`,
+//!   `api_key`, `jwt`, `access`, `metrics`, `access_log`.
 //! - [`route`]: the upstream group of a call, by listener, `:path` prefix or metadata value.
 //! - [`balance`]: `random_weight`, `least_request`, `round_robin`, `p2c_ewma`.
 //! - [`pool`]: per-endpoint multiplexed HTTP/2 connections, expansion, queueing, keepalive,
