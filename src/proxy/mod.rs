@@ -1,5 +1,5 @@
 //! The per-stream path. [`Forward`] is the innermost service of the stack: route, balance, pool,
-//! open the upstream stream (the [`call`] phases). [`serve_stream`] is what the server runs for
+//! open the upstream stream (the call phases). [`serve_stream`] is what the server runs for
 //! each client stream: check it is gRPC, call the stack, and pump the response it returns back
 //! to the client, turning any error into a gRPC status in the one place that does it.
 
