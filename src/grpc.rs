@@ -137,8 +137,63 @@ pub fn is_grpc_content_type(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
+/// Counts gRPC messages in a stream of DATA chunks without buffering them: each message is a
+/// 5-byte prefix (flag, 4-byte big-endian length) and its payload, split across chunks anyhow.
+#[derive(Debug, Default)]
+pub struct Framing {
+    /// Payload bytes still to skip in the current message.
+    skip: u64,
+    head: [u8; 5],
+    head_len: usize,
+}
+
+impl Framing {
+    /// Feeds one chunk; returns how many messages began in it.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> u64 {
+        let mut messages = 0;
+        while !chunk.is_empty() {
+            if self.skip > 0 {
+                let n = (self.skip as usize).min(chunk.len());
+                self.skip -= n as u64;
+                chunk = &chunk[n..];
+                continue;
+            }
+            let n = (5 - self.head_len).min(chunk.len());
+            self.head[self.head_len..self.head_len + n].copy_from_slice(&chunk[..n]);
+            self.head_len += n;
+            chunk = &chunk[n..];
+            if self.head_len == 5 {
+                messages += 1;
+                self.skip = u64::from(u32::from_be_bytes([
+                    self.head[1],
+                    self.head[2],
+                    self.head[3],
+                    self.head[4],
+                ]));
+                self.head_len = 0;
+            }
+        }
+        messages
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn framing_counts_messages_across_chunk_boundaries() {
+        let mut stream = Vec::new();
+        for len in [0u32, 3, 100, 70_000] {
+            stream.push(0);
+            stream.extend_from_slice(&len.to_be_bytes());
+            stream.extend(std::iter::repeat_n(7u8, len as usize));
+        }
+        for chunk in [1, 2, 5, 7, 4096, stream.len()] {
+            let mut f = Framing::default();
+            let n: u64 = stream.chunks(chunk).map(|c| f.feed(c)).sum();
+            assert_eq!(n, 4, "chunk size {chunk}");
+        }
+    }
+
     use super::*;
 
     #[test]

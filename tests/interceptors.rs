@@ -437,6 +437,41 @@ async fn metrics_count_a_known_mix_of_calls() {
         1
     );
     assert_eq!(metric(&text, "synapsor_calls_in_flight{listener=\"l\"}"), 0);
+    // Messages each way: the refused call's request was never read.
+    assert_eq!(
+        metric(&text, &format!("grpc_server_msg_received_total{{{unary}}}")),
+        4
+    );
+    assert_eq!(
+        metric(&text, &format!("grpc_server_msg_sent_total{{{unary}}}")),
+        3
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("grpc_server_msg_received_total{{{stream}}}")
+        ),
+        1
+    );
+    assert_eq!(
+        metric(&text, &format!("grpc_server_msg_sent_total{{{stream}}}")),
+        3
+    );
+    assert!(metric(&text, &format!("synapsor_bytes_sent_total{{{stream}}}")) >= 15);
+    assert_eq!(
+        metric(
+            &text,
+            "synapsor_upstream_handled_total{listener=\"l\",upstream=\"u\",grpc_code=\"OK\"}"
+        ),
+        4
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "synapsor_upstream_handled_total{listener=\"l\",upstream=\"u\",grpc_code=\"NotFound\"}"
+        ),
+        1
+    );
     assert!(
         metric(
             &text,

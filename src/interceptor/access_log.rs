@@ -29,6 +29,10 @@ const QUEUE: usize = 8192;
 #[derive(Clone, Debug)]
 pub struct UpstreamEndpoint(pub Arc<str>);
 
+/// The upstream group that served a call, put in the response's extensions by the forwarder.
+#[derive(Clone, Debug)]
+pub struct UpstreamGroup(pub Arc<str>);
+
 struct Shared {
     format: LogFormat,
     sample: f64,

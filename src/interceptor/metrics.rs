@@ -18,9 +18,9 @@ use dashmap::DashMap;
 use http_body::Frame;
 use tower::{Layer, Service};
 
-use super::Rejected;
+use super::{Rejected, UpstreamGroup};
 use crate::config::MetricsConfig;
-use crate::grpc::Code;
+use crate::grpc::{Code, Framing};
 use crate::stack::{status_of, Body, BoxError, Request, Response};
 
 /// Upper bounds of the handling-time histogram, in seconds (Prometheus' defaults).
@@ -52,6 +52,10 @@ const CODE_NAMES: [&str; 17] = [
 #[derive(Default)]
 struct Series {
     started: AtomicU64,
+    msg_received: AtomicU64,
+    msg_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
     handled: [AtomicU64; 17],
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
@@ -67,6 +71,8 @@ pub struct Registry {
     rejected: DashMap<(Arc<str>, &'static str, &'static str), AtomicU64>,
     /// listener → calls in flight.
     in_flight: DashMap<Arc<str>, Arc<AtomicI64>>,
+    /// (listener, upstream, code) → calls an upstream group answered.
+    upstream_handled: DashMap<(Arc<str>, Arc<str>, usize), AtomicU64>,
 }
 
 impl Registry {
@@ -131,6 +137,50 @@ impl Registry {
             let sum = s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
             let _ = writeln!(out, "grpc_server_handling_seconds_sum{{{l}}} {sum}");
             let _ = writeln!(out, "grpc_server_handling_seconds_count{{{l}}} {count}");
+        }
+        for (name, help, get) in [
+            (
+                "grpc_server_msg_received_total",
+                "Messages received from clients.",
+                0,
+            ),
+            ("grpc_server_msg_sent_total", "Messages sent to clients.", 1),
+            (
+                "synapsor_bytes_received_total",
+                "Message bytes received from clients.",
+                2,
+            ),
+            (
+                "synapsor_bytes_sent_total",
+                "Message bytes sent to clients.",
+                3,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (k, s) in &rows {
+                let v = [
+                    &s.msg_received,
+                    &s.msg_sent,
+                    &s.bytes_received,
+                    &s.bytes_sent,
+                ][get]
+                    .load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{{}}} {v}", labels(k));
+            }
+        }
+        out.push_str("# HELP synapsor_upstream_handled_total Calls answered, by upstream group and status.\n# TYPE synapsor_upstream_handled_total counter\n");
+        let mut ups: Vec<_> = self
+            .upstream_handled
+            .iter()
+            .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        ups.sort();
+        for ((l, u, code), n) in ups {
+            let _ = writeln!(
+                out,
+                "synapsor_upstream_handled_total{{listener=\"{l}\",upstream=\"{u}\",grpc_code=\"{}\"}} {n}",
+                CODE_NAMES[code]
+            );
         }
         out.push_str("# HELP synapsor_calls_in_flight Calls in progress.\n# TYPE synapsor_calls_in_flight gauge\n");
         let mut flights: Vec<_> = self
@@ -210,6 +260,8 @@ impl MetricsLayer {
 /// Records a call's end exactly once: at its status, or as CANCELLED if dropped first.
 struct Recorder {
     series: Arc<Series>,
+    shared: Arc<Shared>,
+    upstream: Option<Arc<str>>,
     in_flight: Arc<AtomicI64>,
     started: Instant,
     done: bool,
@@ -221,8 +273,17 @@ impl Recorder {
             return;
         }
         self.done = true;
+        let code = code.min(16);
+        if let Some(u) = self.upstream.take() {
+            self.shared
+                .registry
+                .upstream_handled
+                .entry((self.shared.listener.clone(), u, code))
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let s = &self.series;
-        s.handled[code.min(16)].fetch_add(1, Ordering::Relaxed);
+        s.handled[code].fetch_add(1, Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
             s.buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -284,20 +345,39 @@ where
         let shared = self.layer.shared.clone();
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut rec = Recorder {
-            series,
+            series: series.clone(),
+            shared: shared.clone(),
+            upstream: None,
             in_flight: shared.in_flight.clone(),
             started: Instant::now(),
             done: false,
         };
+        let req = req.map(|body| {
+            Body::boxed(Received {
+                body,
+                series,
+                framing: Framing::default(),
+            })
+        });
         let fut = self.inner.call(req);
         Box::pin(async move {
             match fut.await {
                 Ok(resp) => {
+                    rec.upstream = resp
+                        .extensions()
+                        .get::<UpstreamGroup>()
+                        .map(|u| u.0.clone());
                     if let Some(code) = code_of(resp.headers()) {
                         rec.finish(code); // trailers-only
                         return Ok(resp);
                     }
-                    Ok(resp.map(|body| Body::boxed(Observed { body, rec })))
+                    Ok(resp.map(|body| {
+                        Body::boxed(Observed {
+                            body,
+                            rec,
+                            framing: Framing::default(),
+                        })
+                    }))
                 }
                 Err(e) => {
                     if let Some(r) = e.downcast_ref::<Rejected>() {
@@ -325,6 +405,7 @@ where
 struct Observed {
     body: Body,
     rec: Recorder,
+    framing: Framing,
 }
 
 impl http_body::Body for Observed {
@@ -339,7 +420,12 @@ impl http_body::Body for Observed {
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(t) = frame.trailers_ref() {
+                if let Some(d) = frame.data_ref() {
+                    let s = &this.rec.series;
+                    s.msg_sent
+                        .fetch_add(this.framing.feed(d), Ordering::Relaxed);
+                    s.bytes_sent.fetch_add(d.len() as u64, Ordering::Relaxed);
+                } else if let Some(t) = frame.trailers_ref() {
                     this.rec
                         .finish(code_of(t).unwrap_or(Code::Unknown as usize));
                 }
@@ -347,6 +433,40 @@ impl http_body::Body for Observed {
             Poll::Ready(Some(Err(e))) => this.rec.finish(status_of(e).code as usize),
             Poll::Ready(None) => this.rec.finish(Code::Unknown as usize),
             Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+}
+
+/// A request body that counts the messages and bytes the client sends.
+struct Received {
+    body: Body,
+    series: Arc<Series>,
+    framing: Framing,
+}
+
+impl http_body::Body for Received {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &polled {
+            if let Some(d) = f.data_ref() {
+                let s = &this.series;
+                s.msg_received
+                    .fetch_add(this.framing.feed(d), Ordering::Relaxed);
+                s.bytes_received
+                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
         }
         polled
     }

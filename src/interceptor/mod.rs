@@ -26,7 +26,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 pub use access::AccessLayer;
-pub use access_log::{AccessLog, AccessLogLayer, UpstreamEndpoint};
+pub use access_log::{AccessLog, AccessLogLayer, UpstreamEndpoint, UpstreamGroup};
 pub use api_key::ApiKeyLayer;
 pub use check::{Check, CheckLayer, Checked};
 pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer};

@@ -189,6 +189,10 @@ impl Call {
             let mut resp = Response::from_parts(head, body);
             resp.extensions_mut()
                 .insert(crate::interceptor::UpstreamEndpoint(ep_address));
+            resp.extensions_mut()
+                .insert(crate::interceptor::UpstreamGroup(
+                    self.upstream.name.clone(),
+                ));
             return Ok(resp);
         }
     }
