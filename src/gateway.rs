@@ -90,6 +90,20 @@ impl Gateway {
                     .map_err(|e| anyhow::anyhow!("listener {:?}: {e}", c.name))
             })
             .collect::<anyhow::Result<_>>()?;
+        let route_stages: Vec<Vec<Stages>> = self
+            .listeners
+            .iter()
+            .map(|(c, _)| {
+                c.routes
+                    .iter()
+                    .enumerate()
+                    .map(|(r, route)| {
+                        Stages::new(&route.interceptors, &c.name, &registry)
+                            .map_err(|e| anyhow::anyhow!("listener {:?}: routes[{r}].{e}", c.name))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .collect::<anyhow::Result<_>>()?;
         let mut instances: HashMap<String, Vec<Arc<Upstream>>> = HashMap::new();
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -106,12 +120,14 @@ impl Gateway {
                 .iter()
                 .zip(&settings)
                 .zip(&stages)
-                .map(|(((cfg, _), s), stages)| {
+                .enumerate()
+                .map(|(li, (((cfg, _), s), stages))| {
                     let router = Router::new(&cfg.routes, cfg.upstream.as_deref(), |name| {
                         upstreams[name].clone()
                     });
                     let name: Arc<str> = cfg.name.as_str().into();
-                    (name, stages.around(Forward::new(router)), s.clone())
+                    let forward = Forward::new(router, &route_stages[li]);
+                    (name, stages.around(forward), s.clone())
                 })
                 .collect();
             let (tx, rx) = mpsc::channel(worker::QUEUE);

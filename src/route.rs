@@ -48,7 +48,13 @@ impl Router {
 
     /// The upstream for a call, or `None` when nothing matches.
     pub fn route(&self, req: &http::request::Parts) -> Option<&Arc<Upstream>> {
-        for (m, up) in &self.routes {
+        self.route_index(req).map(|i| self.upstream(i))
+    }
+
+    /// Which route matches: its index in the config, or the number of routes for the default
+    /// upstream; `None` when nothing matches.
+    pub fn route_index(&self, req: &http::request::Parts) -> Option<usize> {
+        for (i, (m, _)) in self.routes.iter().enumerate() {
             let hit = match m {
                 Matcher::PathPrefix(p) => req.uri.path().starts_with(p.as_str()),
                 Matcher::Metadata(name, value) => {
@@ -56,9 +62,27 @@ impl Router {
                 }
             };
             if hit {
-                return Some(up);
+                return Some(i);
             }
         }
-        self.default.as_ref()
+        self.default.as_ref().map(|_| self.routes.len())
+    }
+
+    /// The upstream of route `index` (as [`Router::route_index`] numbers them).
+    pub fn upstream(&self, index: usize) -> &Arc<Upstream> {
+        match self.routes.get(index) {
+            Some((_, up)) => up,
+            None => self.default.as_ref().expect("the default route exists"),
+        }
+    }
+
+    /// How many routes there are (without the default).
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// True when only the default upstream routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
     }
 }

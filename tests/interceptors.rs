@@ -574,3 +574,50 @@ async fn access_log_writes_one_json_line_per_call() {
     );
     assert_eq!(lines[2]["upstream"], "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_stages_apply_only_to_their_route() {
+    let b = Backend::start("b").await;
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}
+listeners:
+  - name: l
+    listen: 127.0.0.1:0
+    upstream: u
+    routes:
+      - path_prefix: /synapsor.test.v1.Echo/ServerStream
+        upstream: u
+        interceptors:
+          - rate_limit: {{ rate: 1, per: 1h, burst: 1 }}
+upstreams:
+  - {{ name: u, endpoints: [ \"{}\" ] }}
+",
+        b.addr
+    );
+    let gw = gateway(&yaml).await;
+    let mut c = gw.client().await;
+    let one = || EchoRequest {
+        reply_count: 1,
+        ..Default::default()
+    };
+    let mut s = c.server_stream(one()).await.unwrap().into_inner();
+    while s.next().await.is_some() {}
+    let st = c.server_stream(one()).await.unwrap_err();
+    assert_eq!(
+        st.code(),
+        Code::ResourceExhausted,
+        "the route's own limit: {st:?}"
+    );
+    for _ in 0..5 {
+        c.unary(EchoRequest::default())
+            .await
+            .expect("other calls take the default route");
+    }
+    let bad = yaml.replace("rate: 1, per", "rate: 0, per");
+    let e = synapsor::config::parse(&bad, Path::new("r.yaml")).unwrap_err();
+    assert_eq!(
+        e.field,
+        "listeners[0].routes[0].interceptors[0].rate_limit.rate"
+    );
+    assert_eq!(e.location.unwrap().0, 10);
+}

@@ -149,6 +149,9 @@ pub struct RouteConfig {
     pub metadata: Option<MetadataMatch>,
     /// The upstream group for matching calls.
     pub upstream: String,
+    /// Stages run, after the listener's, only for calls this route matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interceptors: Vec<StageConfig>,
 }
 
 /// A metadata name and the value it must have.

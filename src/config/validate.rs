@@ -159,6 +159,11 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             if !names.contains(r.upstream.as_str()) {
                 return Err((at(".upstream"), unknown_upstream(&r.upstream, &names)));
             }
+            for (k, stage) in r.interceptors.iter().enumerate() {
+                validate_stage(stage).map_err(|(f, m)| {
+                    (at(&format!(".interceptors[{k}].{}.{f}", stage.kind())), m)
+                })?;
+            }
         }
     }
     Ok(())

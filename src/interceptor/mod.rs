@@ -173,7 +173,21 @@ impl Stages {
         if self.0.is_empty() {
             return Stack::Plain(forward);
         }
-        let mut svc = BoxCloneSyncService::new(forward);
+        Stack::Layered(self.wrap(forward))
+    }
+
+    /// True when there are no stages.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// These stages (first = outermost) around any service, boxed.
+    pub fn wrap<S>(&self, inner: S) -> BoxCloneSyncService<Request, Response, BoxError>
+    where
+        S: Service<Request, Response = Response, Error = BoxError> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        let mut svc = BoxCloneSyncService::new(inner);
         for stage in self.0.iter().rev() {
             svc = match stage {
                 StageLayer::RateLimit(l) => {
@@ -187,7 +201,7 @@ impl Stages {
                 StageLayer::Jwt(l) => BoxCloneSyncService::new(CheckLayer(l.clone()).layer(svc)),
             };
         }
-        Stack::Layered(svc)
+        svc
     }
 }
 

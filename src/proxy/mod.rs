@@ -17,12 +17,15 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{Method, StatusCode};
 use http_body::Body as _;
+use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::error::ProxyError;
 use crate::grpc;
+use crate::interceptor::Stages;
 use crate::route::Router;
 use crate::stack::{status_of, Body, BoxError, Request, Response};
+use crate::upstream::Upstream;
 
 pub use call::ForwardBody;
 pub use head::upstream_request;
@@ -33,14 +36,45 @@ pub use pump::{Dir, DirError};
 #[derive(Clone)]
 pub struct Forward {
     router: Arc<Router>,
+    /// Per configured route: its own stages around the call, when it has any.
+    routed: Arc<Vec<Option<BoxCloneSyncService<Request, Response, BoxError>>>>,
 }
 
 impl Forward {
-    /// A forwarder over a listener's routing table.
-    pub fn new(router: Router) -> Forward {
+    /// A forwarder over a listener's routing table; `route_stages` holds each configured
+    /// route's stages, in route order.
+    pub fn new(router: Router, route_stages: &[Stages]) -> Forward {
+        let routed = (0..router.len())
+            .map(|i| {
+                let stages = route_stages.get(i).filter(|s| !s.is_empty())?;
+                Some(stages.wrap(Upstreamed(router.upstream(i).clone())))
+            })
+            .collect();
         Forward {
             router: Arc::new(router),
+            routed: Arc::new(routed),
         }
+    }
+}
+
+/// The call to one fixed upstream group: what a route's own stages wrap.
+#[derive(Clone)]
+pub struct Upstreamed(Arc<Upstream>);
+
+impl Service<Request> for Upstreamed {
+    type Response = Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        grpc::strip_hop_by_hop(&mut parts.headers);
+        let call = call::Call::new(self.0.clone(), parts);
+        Box::pin(async move { call.run(body).await.map_err(Into::into) })
     }
 }
 
@@ -54,14 +88,16 @@ impl Service<Request> for Forward {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
-        let Some(upstream) = self.router.route(&parts).cloned() else {
+        let (parts, body) = req.into_parts();
+        let Some(index) = self.router.route_index(&parts) else {
             let err = ProxyError::NoRoute(parts.uri.path().to_string());
             return Box::pin(std::future::ready(Err(err.into())));
         };
-        grpc::strip_hop_by_hop(&mut parts.headers);
-        let call = call::Call::new(upstream, parts);
-        Box::pin(async move { call.run(body).await.map_err(Into::into) })
+        let req = Request::from_parts(parts, body);
+        match self.routed.get(index) {
+            Some(Some(stack)) => stack.clone().call(req),
+            _ => Upstreamed(self.router.upstream(index).clone()).call(req),
+        }
     }
 }
 
