@@ -62,6 +62,17 @@ fn main() -> ExitCode {
                     let mut chain: Vec<&str> = l.interceptors.iter().map(|s| s.kind()).collect();
                     chain.push("route");
                     eprintln!("listener {} ({}): {}", l.name, l.listen, chain.join(" -> "));
+                    for (i, r) in l.routes.iter().enumerate() {
+                        if !r.interceptors.is_empty() {
+                            let own: Vec<&str> = r.interceptors.iter().map(|s| s.kind()).collect();
+                            eprintln!(
+                                "  route {i} (to {}): then {} -> {}",
+                                r.upstream,
+                                own.join(" -> "),
+                                r.upstream
+                            );
+                        }
+                    }
                 }
                 eprintln!("{}: ok", config.display());
                 ExitCode::SUCCESS

@@ -73,6 +73,10 @@ fn check_reports_file_line_and_field() {
         err.contains("listener public (0.0.0.0:30880): access_log -> metrics -> api_key -> rate_limit -> rate_limit -> concurrency_limit -> route"),
         "{err}"
     );
+    assert!(
+        err.contains("  route 0 (to billing): then rate_limit -> billing"),
+        "{err}"
+    );
     let out = synapsor().arg("version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("synapsor "));
 }
