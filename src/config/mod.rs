@@ -5,6 +5,7 @@
 //! synapsor format), deserializes it with `deny_unknown_fields`, and validates it. Every error is
 //! a [`ConfigError`] naming the file, the line and column, and the field path.
 
+mod auth;
 mod duration;
 mod endpoint;
 mod interceptor;

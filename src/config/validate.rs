@@ -236,7 +236,7 @@ fn header_name_ok(n: &str) -> bool {
         && !n.starts_with(':')
 }
 
-fn validate_api_key(a: &super::interceptor::ApiKeyConfig) -> Result<(), (String, String)> {
+fn validate_api_key(a: &super::auth::ApiKeyConfig) -> Result<(), (String, String)> {
     for (f, n) in [
         ("header", &a.header),
         ("principal_header", &a.principal_header),
@@ -258,7 +258,7 @@ fn validate_api_key(a: &super::interceptor::ApiKeyConfig) -> Result<(), (String,
 }
 
 /// Checks a list of API keys (also used for keys files).
-pub fn validate_keys(keys: &[super::interceptor::ApiKeyEntry]) -> Result<(), (String, String)> {
+pub fn validate_keys(keys: &[super::auth::ApiKeyEntry]) -> Result<(), (String, String)> {
     for (k, e) in keys.iter().enumerate() {
         if e.key.len() < 8 {
             return Err((format!("[{k}].key"), "must be at least 8 characters".into()));
@@ -279,22 +279,21 @@ pub fn validate_keys(keys: &[super::interceptor::ApiKeyEntry]) -> Result<(), (St
     Ok(())
 }
 
-fn validate_access(a: &super::interceptor::AccessConfig) -> Result<(), (String, String)> {
+fn validate_access(a: &super::auth::AccessConfig) -> Result<(), (String, String)> {
     for (list, rules) in [("allow", &a.allow), ("deny", &a.deny)] {
         for (r, rule) in rules.iter().enumerate() {
             for (k, m) in rule.methods.iter().enumerate() {
                 check_method_pattern(m).map_err(|e| (format!("{list}[{r}].methods[{k}]"), e))?;
             }
             for (k, p) in rule.peers.iter().enumerate() {
-                super::interceptor::Cidr::parse(p)
-                    .map_err(|e| (format!("{list}[{r}].peers[{k}]"), e))?;
+                super::auth::Cidr::parse(p).map_err(|e| (format!("{list}[{r}].peers[{k}]"), e))?;
             }
         }
     }
     Ok(())
 }
 
-fn validate_jwt(j: &super::interceptor::JwtConfig) -> Result<(), (String, String)> {
+fn validate_jwt(j: &super::auth::JwtConfig) -> Result<(), (String, String)> {
     for (f, n) in [
         ("header", &j.header),
         ("principal_header", &j.principal_header),
