@@ -70,9 +70,6 @@ pub enum ProxyError {
         /// What went wrong.
         reason: String,
     },
-    /// The gateway is shutting down and takes no new calls.
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
 }
 
 impl ProxyError {
@@ -83,8 +80,7 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoint(_)
             | ProxyError::Connect { .. }
             | ProxyError::NotStarted { .. }
-            | ProxyError::UpstreamLost { .. }
-            | ProxyError::ShuttingDown => Code::Unavailable,
+            | ProxyError::UpstreamLost { .. } => Code::Unavailable,
             ProxyError::PoolExhausted { .. } => Code::ResourceExhausted,
             ProxyError::Deadline(_) | ProxyError::RequestTimeout { .. } => Code::DeadlineExceeded,
             ProxyError::UpstreamReset { reason, .. } => reset_code(*reason),

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::interceptor::metrics::escape;
 use crate::interceptor::Registry;
 use crate::upstream::Upstream;
 
@@ -65,8 +66,8 @@ impl AdminState {
                     .map(|u| u.endpoints[i].pool.open_connections())
                     .sum();
                 rows.push((
-                    name.clone(),
-                    ep.address.to_string(),
+                    escape(name).into_owned(),
+                    escape(&ep.address).into_owned(),
                     conns,
                     ep.in_flight.load(Ordering::Relaxed),
                     ep.available(),

@@ -92,7 +92,9 @@ impl Registry {
         let labels = |k: &(Arc<str>, String, String)| {
             format!(
                 "listener=\"{}\",grpc_service=\"{}\",grpc_method=\"{}\"",
-                k.0, k.1, k.2
+                escape(&k.0),
+                escape(&k.1),
+                escape(&k.2)
             )
         };
         out.push_str("# HELP grpc_server_started_total Calls started.\n# TYPE grpc_server_started_total counter\n");
@@ -178,7 +180,9 @@ impl Registry {
         for ((l, u, code), n) in ups {
             let _ = writeln!(
                 out,
-                "synapsor_upstream_handled_total{{listener=\"{l}\",upstream=\"{u}\",grpc_code=\"{}\"}} {n}",
+                "synapsor_upstream_handled_total{{listener=\"{}\",upstream=\"{}\",grpc_code=\"{}\"}} {n}",
+                escape(&l),
+                escape(&u),
                 CODE_NAMES[code]
             );
         }
@@ -190,7 +194,11 @@ impl Registry {
             .collect();
         flights.sort();
         for (l, n) in flights {
-            let _ = writeln!(out, "synapsor_calls_in_flight{{listener=\"{l}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "synapsor_calls_in_flight{{listener=\"{}\"}} {n}",
+                escape(&l)
+            );
         }
         out.push_str("# HELP synapsor_interceptor_rejected_total Calls a stage refused.\n# TYPE synapsor_interceptor_rejected_total counter\n");
         let mut rej: Vec<_> = self
@@ -200,13 +208,28 @@ impl Registry {
             .collect();
         rej.sort();
         for ((l, stage, reason), n) in rej {
-            let _ = writeln!(out, "synapsor_interceptor_rejected_total{{listener=\"{l}\",stage=\"{stage}\",reason=\"{reason}\"}} {n}");
+            let _ = writeln!(out, "synapsor_interceptor_rejected_total{{listener=\"{}\",stage=\"{stage}\",reason=\"{reason}\"}} {n}", escape(&l));
         }
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped (method names come
+/// from clients).
+pub(crate) fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        v.into()
     }
 }
 
 struct Shared {
     registry: Arc<Registry>,
+    /// Path → series, looked up without allocating; bounded like the labels.
+    by_path: DashMap<String, Arc<Series>>,
     listener: Arc<str>,
     max_methods: usize,
     in_flight: Arc<AtomicI64>,
@@ -230,6 +253,7 @@ impl MetricsLayer {
         MetricsLayer {
             shared: Arc::new(Shared {
                 registry,
+                by_path: DashMap::new(),
                 listener,
                 max_methods: cfg.max_methods,
                 in_flight,
@@ -239,6 +263,19 @@ impl MetricsLayer {
 
     /// The series of a call's method (`other` past the cap; garbage paths too).
     fn series(&self, path: &str) -> Arc<Series> {
+        let s = &self.shared;
+        if let Some(found) = s.by_path.get(path) {
+            return found.clone();
+        }
+        let series = self.series_slow(path);
+        if s.by_path.len() < s.max_methods {
+            s.by_path.insert(path.to_string(), series.clone());
+        }
+        series
+    }
+
+    /// The series of a path not seen before (or past the cache's bound).
+    fn series_slow(&self, path: &str) -> Arc<Series> {
         let s = &self.shared;
         let (service, method) = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
             Some((svc, m)) if !svc.is_empty() && !m.is_empty() && !m.contains('/') => (svc, m),
@@ -473,5 +510,16 @@ impl http_body::Body for Received {
 
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("pkg.Svc"), "pkg.Svc");
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -12,7 +12,7 @@ mod check;
 mod concurrency_limit;
 mod jwt;
 mod key;
-mod metrics;
+pub(crate) mod metrics;
 mod rate_limit;
 
 use std::future::Future;
