@@ -42,6 +42,11 @@ pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 /// `grpc-timeout`.
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
+/// The `grpc-status` code in a header or trailer block, if there is one.
+pub fn status_code(headers: &HeaderMap) -> Option<usize> {
+    headers.get(GRPC_STATUS)?.to_str().ok()?.parse().ok()
+}
+
 /// Characters percent-encoded in `grpc-message` (the gRPC spec: anything outside 0x20..0x7E, and %).
 const MESSAGE_ESCAPE: &AsciiSet = &CONTROLS.add(b'%');
 

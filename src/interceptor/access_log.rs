@@ -13,14 +13,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body::Frame;
 use tower::{Layer, Service};
 
 use super::{PeerAddr, Principal, PrincipalSlot};
 use crate::config::{AccessLogConfig, LogFormat};
-use crate::grpc::Code;
-use crate::stack::{status_of, Body, BoxError, Request, Response};
+use crate::grpc::{status_code, Code};
+use crate::stack::{status_of, BoxError, Request, Response, Seen, Watch};
 
 /// Lines queued for the writer at most.
 const QUEUE: usize = 8192;
@@ -145,6 +143,29 @@ impl Entry {
     }
 }
 
+/// Counts the bytes of the client's request.
+struct Counted(Arc<AtomicU64>);
+
+impl Watch for Counted {
+    fn seen(&mut self, what: Seen<'_>) {
+        if let Seen::Data(d) = what {
+            self.0.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counts the response's bytes and writes the line when the status goes by.
+impl Watch for Entry {
+    fn seen(&mut self, what: Seen<'_>) {
+        match what {
+            Seen::Data(d) => self.bytes_out += d.len() as u64,
+            Seen::Trailers(t) => self.finish(status_code(t).unwrap_or(Code::Unknown as usize)),
+            Seen::Error(e) => self.finish(status_of(e).code as usize),
+            Seen::End => self.finish(Code::Unknown as usize),
+        }
+    }
+}
+
 impl Drop for Entry {
     fn drop(&mut self) {
         self.finish(Code::Cancelled as usize);
@@ -244,12 +265,7 @@ where
             bytes_out: 0,
             done: false,
         };
-        let req = req.map(|body| {
-            Body::boxed(Counted {
-                body,
-                bytes: bytes_in,
-            })
-        });
+        let req = req.map(|body| body.watched(Counted(bytes_in)));
         let fut = self.inner.call(req);
         Box::pin(async move {
             match fut.await {
@@ -257,15 +273,11 @@ where
                     if let Some(u) = resp.extensions().get::<UpstreamEndpoint>() {
                         entry.upstream = u.0.to_string();
                     }
-                    if let Some(code) = resp
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok()?.parse().ok())
-                    {
+                    if let Some(code) = status_code(resp.headers()) {
                         entry.finish(code);
                         return Ok(resp);
                     }
-                    Ok(resp.map(|body| Body::boxed(Logged { body, entry })))
+                    Ok(resp.map(|body| body.watched(entry)))
                 }
                 Err(e) => {
                     entry.finish(status_of(&e).code as usize);
@@ -273,74 +285,6 @@ where
                 }
             }
         })
-    }
-}
-
-/// A request body that counts the bytes it yields.
-struct Counted {
-    body: Body,
-    bytes: Arc<AtomicU64>,
-}
-
-impl http_body::Body for Counted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &polled {
-            if let Some(d) = f.data_ref() {
-                self.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-}
-
-/// A response body that writes the call's line when its trailers go by.
-struct Logged {
-    body: Body,
-    entry: Entry,
-}
-
-impl http_body::Body for Logged {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(f))) => {
-                if let Some(d) = f.data_ref() {
-                    this.entry.bytes_out += d.len() as u64;
-                } else if let Some(t) = f.trailers_ref() {
-                    let code = t
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok()?.parse().ok())
-                        .unwrap_or(Code::Unknown as usize);
-                    this.entry.finish(code);
-                }
-            }
-            Poll::Ready(Some(Err(e))) => this.entry.finish(status_of(e).code as usize),
-            Poll::Ready(None) => this.entry.finish(Code::Unknown as usize),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
     }
 }
 

@@ -8,16 +8,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use dashmap::DashMap;
-use http_body::Frame;
 use tower::{Layer, Service};
 
 use super::{KeyError, Keyer, Rejected};
 use crate::clock;
 use crate::config::ConcurrencyLimitConfig;
 use crate::grpc::Code;
-use crate::stack::{Body, BoxError, Request, Response};
+use crate::stack::{BoxError, Request, Response, Seen, Watch};
 
 struct Shared {
     max: usize,
@@ -39,6 +37,10 @@ pub struct ConcurrencyLimitLayer {
 
 /// A slot held by a call; dropping it frees the slot.
 pub struct Permit(Arc<AtomicUsize>);
+
+impl Watch for Permit {
+    fn seen(&mut self, _: Seen<'_>) {}
+}
 
 impl Drop for Permit {
     fn drop(&mut self) {
@@ -151,35 +153,9 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
-            Ok(resp.map(|body| {
-                Body::boxed(Held {
-                    body,
-                    _permit: permit,
-                })
-            }))
+            // The slot is held until the response body ends or is dropped.
+            Ok(resp.map(|body| body.watched(permit)))
         })
-    }
-}
-
-/// A response body that keeps its call's slot until it ends or is dropped.
-struct Held {
-    body: Body,
-    _permit: Permit,
-}
-
-impl http_body::Body for Held {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
     }
 }
 
@@ -191,7 +167,7 @@ mod tests {
     fn req(tenant: &str) -> Request {
         http::Request::post("/a.B/C")
             .header("x-tenant", tenant)
-            .body(Body::empty())
+            .body(crate::stack::Body::empty())
             .unwrap()
     }
 

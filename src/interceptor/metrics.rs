@@ -13,15 +13,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
 use dashmap::DashMap;
-use http_body::Frame;
 use tower::{Layer, Service};
 
 use super::{Rejected, UpstreamGroup};
 use crate::config::MetricsConfig;
-use crate::grpc::{Code, Framing};
-use crate::stack::{status_of, Body, BoxError, Request, Response};
+use crate::grpc::{status_code, Code, Framing};
+use crate::stack::{status_of, BoxError, Request, Response, Seen, Watch};
 
 /// Upper bounds of the handling-time histogram, in seconds (Prometheus' defaults).
 const BUCKETS: [f64; 11] = [
@@ -338,11 +336,46 @@ impl Drop for Recorder {
     }
 }
 
-fn code_of(headers: &http::HeaderMap) -> Option<usize> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+/// Counts the messages and bytes of the client's request.
+struct Received {
+    series: Arc<Series>,
+    framing: Framing,
+}
+
+impl Watch for Received {
+    fn seen(&mut self, what: Seen<'_>) {
+        if let Seen::Data(d) = what {
+            let s = &self.series;
+            s.msg_received
+                .fetch_add(self.framing.feed(d), Ordering::Relaxed);
+            s.bytes_received
+                .fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counts the response's messages and bytes and records the status when it goes by.
+struct Sent {
+    rec: Recorder,
+    framing: Framing,
+}
+
+impl Watch for Sent {
+    fn seen(&mut self, what: Seen<'_>) {
+        match what {
+            Seen::Data(d) => {
+                let s = &self.rec.series;
+                s.msg_sent
+                    .fetch_add(self.framing.feed(d), Ordering::Relaxed);
+                s.bytes_sent.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+            Seen::Trailers(t) => self
+                .rec
+                .finish(status_code(t).unwrap_or(Code::Unknown as usize)),
+            Seen::Error(e) => self.rec.finish(status_of(e).code as usize),
+            Seen::End => self.rec.finish(Code::Unknown as usize),
+        }
+    }
 }
 
 impl<S> Layer<S> for MetricsLayer {
@@ -390,8 +423,7 @@ where
             done: false,
         };
         let req = req.map(|body| {
-            Body::boxed(Received {
-                body,
+            body.watched(Received {
                 series,
                 framing: Framing::default(),
             })
@@ -404,13 +436,12 @@ where
                         .extensions()
                         .get::<UpstreamGroup>()
                         .map(|u| u.0.clone());
-                    if let Some(code) = code_of(resp.headers()) {
+                    if let Some(code) = status_code(resp.headers()) {
                         rec.finish(code); // trailers-only
                         return Ok(resp);
                     }
                     Ok(resp.map(|body| {
-                        Body::boxed(Observed {
-                            body,
+                        body.watched(Sent {
                             rec,
                             framing: Framing::default(),
                         })
@@ -435,81 +466,6 @@ where
                 }
             }
         })
-    }
-}
-
-/// A response body that records the call's status when its trailers go by.
-struct Observed {
-    body: Body,
-    rec: Recorder,
-    framing: Framing,
-}
-
-impl http_body::Body for Observed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    let s = &this.rec.series;
-                    s.msg_sent
-                        .fetch_add(this.framing.feed(d), Ordering::Relaxed);
-                    s.bytes_sent.fetch_add(d.len() as u64, Ordering::Relaxed);
-                } else if let Some(t) = frame.trailers_ref() {
-                    this.rec
-                        .finish(code_of(t).unwrap_or(Code::Unknown as usize));
-                }
-            }
-            Poll::Ready(Some(Err(e))) => this.rec.finish(status_of(e).code as usize),
-            Poll::Ready(None) => this.rec.finish(Code::Unknown as usize),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-}
-
-/// A request body that counts the messages and bytes the client sends.
-struct Received {
-    body: Body,
-    series: Arc<Series>,
-    framing: Framing,
-}
-
-impl http_body::Body for Received {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &polled {
-            if let Some(d) = f.data_ref() {
-                let s = &this.series;
-                s.msg_received
-                    .fetch_add(this.framing.feed(d), Ordering::Relaxed);
-                s.bytes_received
-                    .fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
     }
 }
 

@@ -7,6 +7,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use h2::RecvStream;
+use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 
 use super::BoxError;
@@ -38,6 +39,11 @@ impl Body {
             data_done: done,
             done,
         })
+    }
+
+    /// This body, with `watch` told of every frame, error and the end as they pass.
+    pub fn watched<W: Watch>(self, watch: W) -> Body {
+        Body::boxed(Watched { body: self, watch })
     }
 
     /// Any other body.
@@ -106,5 +112,61 @@ impl http_body::Body for Body {
             Kind::H2 { .. } => SizeHint::default(),
             Kind::Boxed(b) => b.size_hint(),
         }
+    }
+}
+
+/// What a [`Watch`] is told about.
+pub enum Seen<'a> {
+    /// A DATA frame.
+    Data(&'a Bytes),
+    /// The trailers.
+    Trailers(&'a HeaderMap),
+    /// The body failed.
+    Error(&'a BoxError),
+    /// The body ended (after its trailers, if it had any).
+    End,
+}
+
+/// Observes a body without changing it (counters, metrics, the access log, a held permit).
+pub trait Watch: Send + Unpin + 'static {
+    /// Called for every frame, error and the end, in order.
+    fn seen(&mut self, what: Seen<'_>);
+}
+
+struct Watched<W> {
+    body: Body,
+    watch: W,
+}
+
+impl<W: Watch> http_body::Body for Watched<W> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &polled {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    this.watch.seen(Seen::Data(d));
+                } else if let Some(t) = f.trailers_ref() {
+                    this.watch.seen(Seen::Trailers(t));
+                }
+            }
+            Some(Err(e)) => this.watch.seen(Seen::Error(e)),
+            None => this.watch.seen(Seen::End),
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

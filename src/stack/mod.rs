@@ -8,7 +8,7 @@
 
 mod body;
 
-pub use body::Body;
+pub use body::{Body, Seen, Watch};
 
 use http::HeaderMap;
 
