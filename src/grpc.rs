@@ -7,7 +7,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 
-/// gRPC status codes (the subset the gateway produces itself, plus OK).
+/// gRPC status codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 #[allow(missing_docs)]
@@ -15,16 +15,48 @@ pub enum Code {
     Ok = 0,
     Cancelled = 1,
     Unknown = 2,
+    InvalidArgument = 3,
     DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
     PermissionDenied = 7,
     ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
     Unimplemented = 12,
     Internal = 13,
     Unavailable = 14,
+    DataLoss = 15,
     Unauthenticated = 16,
 }
 
 impl Code {
+    /// The code with this number, if it is one of gRPC's 17.
+    pub fn from_u32(n: u32) -> Option<Code> {
+        use Code::*;
+        const ALL: [Code; 17] = [
+            Ok,
+            Cancelled,
+            Unknown,
+            InvalidArgument,
+            DeadlineExceeded,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Aborted,
+            OutOfRange,
+            Unimplemented,
+            Internal,
+            Unavailable,
+            DataLoss,
+            Unauthenticated,
+        ];
+        ALL.get(n as usize).copied()
+    }
+
     /// The decimal form carried in `grpc-status`.
     pub fn as_header(self) -> HeaderValue {
         const DIGITS: [&str; 17] = [

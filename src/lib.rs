@@ -17,6 +17,8 @@
 //!   response back), the [`proxy::Dir`] pump, deadlines and cancellation.
 //! - [`interceptor`]: built-in stages (tower layers): `rate_limit`, `concurrency_limit`,
 //!   `api_key`, `jwt`, `access`, `metrics`, `access_log`.
+//! - [`plugin`]: the WebAssembly plugin host (wasmtime; the contract is `wit/plugin.wit`): the
+//!   `wasm` stage, instance pools under memory and time limits, hot reload.
 //! - [`route`]: the upstream group of a call, by listener, `:path` prefix or metadata value.
 //! - [`balance`]: `random_weight`, `least_request`, `round_robin`, `p2c_ewma`.
 //! - [`pool`]: per-endpoint multiplexed HTTP/2 connections, expansion, queueing, keepalive,
@@ -36,6 +38,7 @@ pub mod error;
 pub mod gateway;
 pub mod grpc;
 pub mod interceptor;
+pub mod plugin;
 pub mod pool;
 pub mod proxy;
 pub mod route;

@@ -74,6 +74,9 @@ fn main() -> ExitCode {
                         }
                     }
                 }
+                if !check_plugins(&loaded.config) {
+                    return ExitCode::from(2);
+                }
                 eprintln!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -129,11 +132,51 @@ fn run(path: PathBuf) -> ExitCode {
     })
 }
 
+/// Compiles and `init`s every configured plugin and prints its imports and exports; false when
+/// one fails.
+fn check_plugins(config: &synapsor::config::Config) -> bool {
+    let mut ok = true;
+    for l in &config.listeners {
+        let lists =
+            std::iter::once(&l.interceptors).chain(l.routes.iter().map(|r| &r.interceptors));
+        for stage in lists.flatten() {
+            let synapsor::config::StageConfig::Wasm(w) = stage else {
+                continue;
+            };
+            match synapsor::plugin::describe(w) {
+                Ok(d) => {
+                    eprintln!(
+                        "plugin {} ({}): compiled and initialised{}",
+                        w.name,
+                        w.path.display(),
+                        if d.wasi { "; WASI p2 linked" } else { "" }
+                    );
+                    eprintln!("  exports: {}", d.exports.join(", "));
+                    eprintln!("  imports: {}", d.imports.join(", "));
+                }
+                Err(e) => {
+                    eprintln!("error: listener {}: plugin {}: {e}", l.name, w.name);
+                    ok = false;
+                }
+            }
+        }
+    }
+    ok
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading plugins whose files changed");
+                // Compiling is slow: off this runtime, which also runs the acceptors.
+                std::thread::spawn(synapsor::plugin::reload_all);
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ pub use super::auth::{
     AccessConfig, AccessDefault, AccessRule, ApiKeyConfig, ApiKeyEntry, Cidr, JwtConfig,
 };
 use super::duration::Dur;
+use super::plugin::WasmConfig;
 
 /// One stage of a listener's pipeline. YAML: `- rate_limit: { … }`, `- concurrency_limit: { … }`
 /// (a map with exactly one key, the stage's kind).
@@ -28,6 +29,8 @@ pub enum StageConfig {
     AccessLog(AccessLogConfig),
     /// JWT bearer-token authentication.
     Jwt(JwtConfig),
+    /// A WebAssembly component plugin.
+    Wasm(WasmConfig),
 }
 
 /// The stage kinds, as written in YAML.
@@ -39,6 +42,7 @@ const KINDS: &[&str] = &[
     "metrics",
     "access_log",
     "jwt",
+    "wasm",
 ];
 
 impl StageConfig {
@@ -52,6 +56,7 @@ impl StageConfig {
             StageConfig::Metrics(_) => "metrics",
             StageConfig::AccessLog(_) => "access_log",
             StageConfig::Jwt(_) => "jwt",
+            StageConfig::Wasm(_) => "wasm",
         }
     }
 }
@@ -68,6 +73,7 @@ impl Serialize for StageConfig {
             StageConfig::Metrics(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::AccessLog(c) => m.serialize_entry(self.kind(), c)?,
             StageConfig::Jwt(c) => m.serialize_entry(self.kind(), c)?,
+            StageConfig::Wasm(c) => m.serialize_entry(self.kind(), c)?,
         }
         m.end()
     }
@@ -79,7 +85,7 @@ impl<'de> Deserialize<'de> for StageConfig {
         impl<'de> Visitor<'de> for V {
             type Value = StageConfig;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a stage: a map with one key, rate_limit or concurrency_limit")
+                f.write_str("a stage: a map with one key, the stage's kind")
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<StageConfig, A::Error> {
                 let kind: String = map
@@ -93,6 +99,7 @@ impl<'de> Deserialize<'de> for StageConfig {
                     "metrics" => StageConfig::Metrics(map.next_value()?),
                     "access_log" => StageConfig::AccessLog(map.next_value()?),
                     "jwt" => StageConfig::Jwt(map.next_value()?),
+                    "wasm" => StageConfig::Wasm(map.next_value()?),
                     other => return Err(de::Error::unknown_variant(other, KINDS)),
                 };
                 if map.next_key::<String>()?.is_some() {

@@ -11,6 +11,7 @@ mod endpoint;
 mod interceptor;
 mod locate;
 mod model;
+mod plugin;
 mod seed;
 mod validate;
 
@@ -28,6 +29,7 @@ pub use model::{
     AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode, RouteConfig,
     UpstreamConfig,
 };
+pub use plugin::{ByteSize, Isolation, OnError, WasmConfig, MAX_MEMORY_LIMIT, MAX_TOTAL_INSTANCES};
 pub use validate::validate_keys;
 
 /// A configuration error: where it is, which field, and what is wrong.

@@ -166,6 +166,45 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             }
         }
     }
+    validate_plugins(c)
+}
+
+/// Plugin names are unique (they key metrics and counters), and all plugins' instances fit the
+/// host's pool.
+fn validate_plugins(cfg: &Config) -> Result<(), (String, String)> {
+    let mut seen = HashSet::new();
+    let mut total = 0u32;
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let lists = std::iter::once((format!("listeners[{i}]"), &l.interceptors)).chain(
+            l.routes
+                .iter()
+                .enumerate()
+                .map(move |(j, r)| (format!("listeners[{i}].routes[{j}]"), &r.interceptors)),
+        );
+        for (at, list) in lists {
+            for (k, stage) in list.iter().enumerate() {
+                if let StageConfig::Wasm(w) = stage {
+                    let field = |f: &str| format!("{at}.interceptors[{k}].wasm.{f}");
+                    if !seen.insert(w.name.as_str()) {
+                        return Err((
+                            field("name"),
+                            format!("another plugin is already named {:?}", w.name),
+                        ));
+                    }
+                    total += w.max_instances;
+                    if total > super::MAX_TOTAL_INSTANCES {
+                        return Err((
+                            field("max_instances"),
+                            format!(
+                                "all plugins together may keep at most {} instances",
+                                super::MAX_TOTAL_INSTANCES
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -205,6 +244,7 @@ fn validate_stage(stage: &StageConfig) -> Result<(), (String, String)> {
         StageConfig::ApiKey(a) => return validate_api_key(a),
         StageConfig::Access(a) => return validate_access(a),
         StageConfig::Jwt(j) => return validate_jwt(j),
+        StageConfig::Wasm(w) => return w.validate(),
         StageConfig::AccessLog(a) => {
             if !(0.0..=1.0).contains(&a.sample) {
                 return Err(("sample".into(), "must be from 0 to 1".into()));

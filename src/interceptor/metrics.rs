@@ -71,6 +71,8 @@ pub struct Registry {
     in_flight: DashMap<Arc<str>, Arc<AtomicI64>>,
     /// (listener, upstream, code) → calls an upstream group answered.
     upstream_handled: DashMap<(Arc<str>, Arc<str>, usize), AtomicU64>,
+    /// Each plugin's name and counters.
+    plugins: std::sync::Mutex<Vec<(Arc<str>, Arc<crate::plugin::Stats>)>>,
 }
 
 impl Registry {
@@ -79,8 +81,17 @@ impl Registry {
         Arc::new(Registry::default())
     }
 
+    /// Adds a plugin's counters to what [`Registry::render`] shows.
+    pub fn add_plugin(&self, name: Arc<str>, stats: Arc<crate::plugin::Stats>) {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name, stats));
+    }
+
     /// The Prometheus text exposition of everything counted so far.
     pub fn render(&self, out: &mut String) {
+        crate::plugin::render_stats(&self.plugins.lock().unwrap_or_else(|p| p.into_inner()), out);
         let mut rows: Vec<_> = self
             .series
             .iter()

@@ -1,5 +1,5 @@
 //! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`, `jwt`, `access`, `metrics`,
-//! `access_log`). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
+//! `access_log`) and WebAssembly plugins (`wasm`, hosted by [`crate::plugin`]). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
 //! listener's `interceptors:` list becomes a [`Stack`] with the first stage outermost, so the YAML
 //! order is the execution order. A stage that rejects returns a [`Rejected`] error, which
 //! [`crate::stack::status_of`] turns into a trailers-only gRPC status; the upstream is never
@@ -65,6 +65,8 @@ pub struct Rejected {
     pub retry_pushback_ms: Option<u64>,
     /// The kind of stage that refused the call (set by the stage's service).
     pub stage: &'static str,
+    /// More trailers to send with the status (a plugin's rejection may carry some).
+    pub extra: HeaderMap,
 }
 
 impl Rejected {
@@ -75,6 +77,7 @@ impl Rejected {
             message: message.into(),
             retry_pushback_ms: None,
             stage: "",
+            extra: HeaderMap::new(),
         }
     }
 
@@ -93,7 +96,7 @@ impl Rejected {
 
     /// The extra trailers of this rejection.
     pub fn trailers(&self) -> HeaderMap {
-        let mut t = HeaderMap::new();
+        let mut t = self.extra.clone();
         if let Some(ms) = self.retry_pushback_ms {
             t.insert(
                 HeaderName::from_static("grpc-retry-pushback-ms"),
@@ -128,6 +131,7 @@ enum StageLayer {
     Metrics(MetricsLayer),
     AccessLog(AccessLogLayer),
     Jwt(JwtLayer),
+    Wasm(crate::plugin::WasmLayer),
 }
 
 impl Stages {
@@ -158,6 +162,10 @@ impl Stages {
                     StageConfig::Metrics(c) => {
                         StageLayer::Metrics(MetricsLayer::new(c, registry.clone(), listener))
                     }
+                    StageConfig::Wasm(c) => StageLayer::Wasm(
+                        crate::plugin::WasmLayer::new(c, registry)
+                            .map_err(|e| format!("interceptors[{i}].wasm: {e}"))?,
+                    ),
                     StageConfig::ApiKey(c) => StageLayer::ApiKey(
                         ApiKeyLayer::new(c)
                             .map_err(|e| format!("interceptors[{i}].api_key: {e}"))?,
@@ -199,6 +207,7 @@ impl Stages {
                 StageLayer::Metrics(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::AccessLog(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::Jwt(l) => BoxCloneSyncService::new(CheckLayer(l.clone()).layer(svc)),
+                StageLayer::Wasm(l) => BoxCloneSyncService::new(l.layer(svc)),
             };
         }
         svc

@@ -120,3 +120,23 @@ pub async fn http_get_opt(addr: SocketAddr, path: &str) -> Option<u16> {
     s.read_to_string(&mut out).await.ok()?;
     out.get(9..12)?.parse().ok()
 }
+
+/// The path of a built plugin component (`plugins/build/NAME.wasm`). The first call in a test
+/// binary builds every plugin with `plugins/build.sh` (Rust for wasm32-wasip2, and C).
+pub fn plugin(name: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    BUILT.get_or_init(|| {
+        let out = std::process::Command::new("bash")
+            .arg(root.join("plugins/build.sh"))
+            .output()
+            .expect("running plugins/build.sh");
+        assert!(
+            out.status.success(),
+            "plugins/build.sh failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    root.join("plugins/build").join(format!("{name}.wasm"))
+}

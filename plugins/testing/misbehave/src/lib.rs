@@ -1,0 +1,80 @@
+//! A plugin for the gateway's safety tests: it behaves (reads every metadata entry and lets the
+//! call through) unless the call's `x-misbehave` entry asks it to fail in one particular way.
+//! With `config: { fail_init: true }` its `init` fails.
+
+use serde::Deserialize;
+use synapsor_plugin_sdk::{
+    export_plugin, parse_config, HeaderOp, Plugin, Reject, RequestAction, RequestInfo,
+};
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Config {
+    fail_init: bool,
+}
+
+struct Misbehave;
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, buf: &mut [u64; 64]) -> u64 {
+    buf[(depth % 64) as usize] = depth;
+    let mut next = *buf;
+    recurse(std::hint::black_box(depth + 1), &mut next) + next[3]
+}
+
+impl Plugin for Misbehave {
+    fn init(config: &str) -> Result<Self, String> {
+        let c: Config = parse_config(config)?;
+        if c.fail_init {
+            return Err("refusing to start: fail_init is set".into());
+        }
+        Ok(Misbehave)
+    }
+
+    fn on_request(&self, req: &RequestInfo) -> RequestAction {
+        let mut seen = 0usize;
+        for h in &req.metadata {
+            seen += h.name.len() + h.value.len();
+        }
+        std::hint::black_box(seen);
+        match req.header("x-misbehave") {
+            Some("loop") => {
+                let mut i = 0u64;
+                loop {
+                    i = std::hint::black_box(i.wrapping_add(1));
+                }
+            }
+            Some("alloc") => {
+                let big = vec![7u8; 1 << 30];
+                RequestAction::reject(
+                    synapsor_plugin_sdk::Code::Internal,
+                    format!("allocated {}", big.iter().map(|b| *b as usize).sum::<usize>()),
+                )
+            }
+            Some("panic") => panic!("asked to panic"),
+            Some("recurse") => {
+                let mut buf = [0u64; 64];
+                let n = recurse(0, &mut buf);
+                RequestAction::reject(synapsor_plugin_sdk::Code::Internal, n.to_string())
+            }
+            Some("huge-headers") => RequestAction::Continue(
+                (0..100_000)
+                    .map(|i| HeaderOp::append(format!("x-h{i}"), "v".repeat(100)))
+                    .collect(),
+            ),
+            Some("illegal-header") => {
+                RequestAction::Continue(vec![HeaderOp::set("Bad Name", "line\r\nbreak")])
+            }
+            Some("pseudo-header") => RequestAction::Continue(vec![HeaderOp::set(":path", "/x")]),
+            Some("bad-code") => RequestAction::Reject(Reject {
+                code: 99,
+                message: "no such code".into(),
+                trailers: Vec::new(),
+            }),
+            _ => RequestAction::proceed(),
+        }
+    }
+}
+
+export_plugin!(Misbehave);

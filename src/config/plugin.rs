@@ -1,0 +1,207 @@
+//! The `wasm:` stage: a WebAssembly component plugin (see `docs/plugins.md`).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::duration::Dur;
+
+/// The most memory a plugin instance may be given (the host's pooling allocator reserves slots
+/// of this size).
+pub const MAX_MEMORY_LIMIT: u64 = 256 << 20;
+
+/// The most instances all plugins together may keep (the host's pool holds twice this, so a
+/// reload can build the new version while the old one finishes its calls).
+pub const MAX_TOTAL_INSTANCES: u32 = 480;
+
+/// `wasm`: one interceptor plugin, a component of the `synapsor:plugin/interceptor` world.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmConfig {
+    /// The plugin's name, in logs, metrics and the UNAVAILABLE message of `on_error: deny`.
+    pub name: String,
+    /// The component file (`.wasm`); a relative path is taken from the working directory.
+    pub path: PathBuf,
+    /// Anything; handed to the plugin's `init` as JSON (`null` when absent).
+    #[serde(default, skip_serializing_if = "serde_yaml::Value::is_null")]
+    pub config: serde_yaml::Value,
+    /// `reuse` (default): a bounded pool of instances, each recycled after `recycle_after`
+    /// calls and after any error. `per_request`: a fresh instance for every hook call.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// The most time one hook call may take (default `10ms`).
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// The most linear memory an instance may have (default `16MiB`, at most `256MiB`).
+    #[serde(default = "default_memory")]
+    pub memory_limit: ByteSize,
+    /// What a call gets when the plugin traps, times out or returns something invalid:
+    /// `deny` (default: UNAVAILABLE naming the plugin) or `allow` (it goes on as if the plugin
+    /// had let it through).
+    #[serde(default)]
+    pub on_error: OnError,
+    /// The most instances alive at once (default 64); calls beyond it wait for one, up to
+    /// `timeout`.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// With `reuse`, an instance is replaced after this many calls (default 10000).
+    #[serde(default = "default_recycle_after")]
+    pub recycle_after: u64,
+    /// Reload the plugin when its file changes (default true). SIGHUP reloads every plugin.
+    #[serde(default = "yes")]
+    pub watch: bool,
+}
+
+/// How plugin instances are shared between calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A pool of instances reused across calls.
+    #[default]
+    Reuse,
+    /// A fresh instance for every hook call.
+    PerRequest,
+}
+
+/// What a call gets when its plugin fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// UNAVAILABLE, naming the plugin.
+    #[default]
+    Deny,
+    /// The call goes on unchanged.
+    Allow,
+}
+
+fn default_timeout() -> Dur {
+    Dur::millis(10)
+}
+fn default_memory() -> ByteSize {
+    ByteSize(16 << 20)
+}
+fn default_max_instances() -> u32 {
+    64
+}
+fn default_recycle_after() -> u64 {
+    10_000
+}
+fn yes() -> bool {
+    true
+}
+
+/// A size in bytes, written `16MiB`, `512KiB`, `1GiB` or a bare number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `16MiB`, `512KiB`, `1GiB`, `4096B` or `4096`.
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: expected a number like 16MiB"))?;
+        let mul: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "invalid size unit {other:?}: use B, KiB, MiB or GiB"
+                ))
+            }
+        };
+        n.checked_mul(mul)
+            .map(ByteSize)
+            .ok_or_else(|| format!("invalid size {s:?}: too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+            if n >= 1 << shift && n % (1 << shift) == 0 {
+                return write!(f, "{}{unit}", n >> shift);
+            }
+        }
+        write!(f, "{n}B")
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size like 16MiB, 512KiB or a number of bytes")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl WasmConfig {
+    /// The plugin's `config:` as the JSON text `init` receives.
+    pub fn config_json(&self) -> Result<String, String> {
+        let v: serde_json::Value = serde_yaml::from_value(self.config.clone())
+            .map_err(|e| format!("config cannot be expressed as JSON: {e}"))?;
+        serde_json::to_string(&v).map_err(|e| e.to_string())
+    }
+
+    /// Checks the fields; the error names the field.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, m: &str| Err((f.to_string(), m.to_string()));
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !name_ok {
+            return bad("name", "use 1 to 64 letters, digits, '-', '_' or '.'");
+        }
+        if self.path.as_os_str().is_empty() {
+            return bad("path", "must name a .wasm component file");
+        }
+        if self.timeout.0.is_zero() || self.timeout.0 > std::time::Duration::from_secs(10) {
+            return bad("timeout", "must be more than 0 and at most 10s");
+        }
+        if self.memory_limit.0 < 64 << 10 || self.memory_limit.0 > MAX_MEMORY_LIMIT {
+            return bad("memory_limit", "must be from 64KiB to 256MiB");
+        }
+        if self.max_instances == 0 || self.max_instances > MAX_TOTAL_INSTANCES {
+            return bad("max_instances", "must be from 1 to 480");
+        }
+        if self.recycle_after == 0 {
+            return bad("recycle_after", "must be at least 1");
+        }
+        if let Err(e) = self.config_json() {
+            return bad("config", &e);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! Instances of one loaded plugin version: the per-store state the host functions see, the
+//! memory limiter, the bounded pool of reusable instances, and one hook call with its deadline.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{
+    synapsor, Interceptor, InterceptorPre, Level, RequestAction, RequestInfo, ResponseAction,
+    ResponseInfo,
+};
+use super::Failure;
+
+/// Counters a plugin holds at most.
+pub const MAX_COUNTERS: usize = 10_000;
+/// The longest counter key.
+pub const MAX_COUNTER_KEY: usize = 256;
+/// The longest log line a plugin may write.
+const MAX_LOG: usize = 4096;
+
+/// What a plugin's instances share: its name and its counters.
+pub struct PluginShared {
+    /// The plugin's name.
+    pub name: Arc<str>,
+    counters: DashMap<String, AtomicI64>,
+}
+
+impl PluginShared {
+    /// A plugin with no counters yet.
+    pub fn new(name: &str) -> Arc<PluginShared> {
+        Arc::new(PluginShared {
+            name: name.into(),
+            counters: DashMap::new(),
+        })
+    }
+
+    fn counter_add(&self, key: String, delta: i64) -> i64 {
+        if key.len() > MAX_COUNTER_KEY {
+            return 0;
+        }
+        if let Some(c) = self.counters.get(&key) {
+            return c.fetch_add(delta, Ordering::Relaxed).wrapping_add(delta);
+        }
+        if self.counters.len() >= MAX_COUNTERS {
+            return 0;
+        }
+        let c = self
+            .counters
+            .entry(key)
+            .or_insert_with(|| AtomicI64::new(0));
+        c.fetch_add(delta, Ordering::Relaxed).wrapping_add(delta)
+    }
+}
+
+/// The data of one instance's store.
+pub struct HostState {
+    shared: Arc<PluginShared>,
+    limiter: Limiter,
+    deadline: Instant,
+    wasi: Option<(WasiCtx, ResourceTable)>,
+}
+
+/// Caps linear memory; remembers a refused growth so the failure is reported as `memory`.
+struct Limiter {
+    memory: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = desired <= self.memory && maximum.is_none_or(|m| desired <= m);
+        self.refused |= !ok;
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000 && maximum.is_none_or(|m| desired <= m))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (ctx, table) = self
+            .wasi
+            .get_or_insert_with(|| (WasiCtx::builder().build(), ResourceTable::new()));
+        WasiCtxView { ctx, table }
+    }
+}
+
+impl synapsor::plugin::types::Host for HostState {}
+
+impl synapsor::plugin::host::Host for HostState {
+    fn log(&mut self, level: Level, mut message: String) {
+        if message.len() > MAX_LOG {
+            let mut cut = MAX_LOG;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let plugin = &*self.shared.name;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn now_unix_nanos(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    }
+
+    fn counter_add(&mut self, key: String, delta: i64) -> i64 {
+        self.shared.counter_add(key, delta)
+    }
+}
+
+/// One instance: its store and its bindings.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: Interceptor,
+    calls: u64,
+}
+
+/// The limits an instance runs under.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The most linear memory.
+    pub memory: usize,
+    /// The most time one call (or `init`) may take.
+    pub timeout: Duration,
+}
+
+/// One compiled and linked version of a plugin, with its idle instances.
+pub struct Version {
+    pre: InterceptorPre<HostState>,
+    wasi: bool,
+    config: Arc<str>,
+    shared: Arc<PluginShared>,
+    limits: Limits,
+    idle: Mutex<Vec<Instance>>,
+    /// Bounds the instances alive (busy or idle) to `max_instances`, shared across versions.
+    slots: Arc<Semaphore>,
+    recycle_after: u64,
+    /// Which load this is (1 = the first), for logs.
+    pub generation: u64,
+}
+
+/// Everything needed to build a [`Version`].
+pub struct VersionParts {
+    /// The pre-linked component.
+    pub pre: InterceptorPre<HostState>,
+    /// Whether its stores need a WASI context.
+    pub wasi: bool,
+    /// The JSON config handed to `init`.
+    pub config: Arc<str>,
+    /// The plugin's shared state.
+    pub shared: Arc<PluginShared>,
+    /// Memory and time limits.
+    pub limits: Limits,
+    /// The plugin's instance slots.
+    pub slots: Arc<Semaphore>,
+    /// Calls before a reused instance is replaced (1 = a fresh instance per call).
+    pub recycle_after: u64,
+    /// Which load this is.
+    pub generation: u64,
+}
+
+/// An instance checked out for one call; it holds one of the plugin's slots.
+pub struct Lease {
+    instance: Instance,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Version {
+    /// A version with no instances yet.
+    pub fn new(p: VersionParts) -> Version {
+        Version {
+            pre: p.pre,
+            wasi: p.wasi,
+            config: p.config,
+            shared: p.shared,
+            limits: p.limits,
+            idle: Mutex::new(Vec::new()),
+            slots: p.slots,
+            recycle_after: p.recycle_after,
+            generation: p.generation,
+        }
+    }
+
+    /// A fresh instance, `init`ed with the plugin's config (used at load time to prove the
+    /// version works, and whenever the pool is empty).
+    pub async fn instantiate(&self) -> Result<Instance, Failure> {
+        let state = HostState {
+            shared: self.shared.clone(),
+            limiter: Limiter {
+                memory: self.limits.memory,
+                refused: false,
+            },
+            deadline: Instant::now() + self.limits.timeout,
+            wasi: self
+                .wasi
+                .then(|| (WasiCtx::builder().build(), ResourceTable::new())),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
+        let bindings = match self.pre.instantiate_async(&mut store).await {
+            Ok(b) => b,
+            Err(e) => return Err(Failure::classify(&e, &store, "instantiate")),
+        };
+        store.data_mut().deadline = Instant::now() + self.limits.timeout;
+        store.set_epoch_deadline(1);
+        match bindings.call_init(&mut store, &self.config).await {
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                bindings,
+                calls: 0,
+            }),
+            Ok(Err(msg)) => Err(Failure::Init(msg)),
+            Err(e) => Err(Failure::classify(&e, &store, "init")),
+        }
+    }
+
+    /// Puts a fresh instance in the idle pool.
+    pub fn keep(&self, instance: Instance) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(instance);
+    }
+
+    /// Checks out an instance: an idle one, or a new one when a slot is free; waits for a slot
+    /// up to the plugin's timeout.
+    pub async fn lease(&self) -> Result<Lease, Failure> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout(self.limits.timeout, self.slots.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(Failure::Busy),
+                }
+            }
+        };
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let instance = match idle {
+            Some(i) => i,
+            None => self.instantiate().await?,
+        };
+        Ok(Lease {
+            instance,
+            _permit: permit,
+        })
+    }
+
+    /// Returns a healthy instance to the pool (unless it has served `recycle_after` calls).
+    pub fn release(&self, mut lease: Lease) {
+        lease.instance.calls += 1;
+        if lease.instance.calls >= self.recycle_after {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.push(lease.instance);
+        // The permit drops after the instance is idle, so a waiter finds it.
+    }
+
+    /// Runs `on-request` on a leased instance. On failure the instance is dropped.
+    pub async fn on_request(&self, info: &RequestInfo) -> Result<RequestAction, Failure> {
+        let mut lease = self.lease().await?;
+        let i = &mut lease.instance;
+        i.arm(self.limits.timeout);
+        match i.bindings.call_on_request(&mut i.store, info).await {
+            Ok(a) => {
+                self.release(lease);
+                Ok(a)
+            }
+            Err(e) => Err(Failure::classify(&e, &i.store, "on-request")),
+        }
+    }
+
+    /// Runs `on-response` on a leased instance. On failure the instance is dropped.
+    pub async fn on_response(&self, info: &ResponseInfo) -> Result<ResponseAction, Failure> {
+        let mut lease = self.lease().await?;
+        let i = &mut lease.instance;
+        i.arm(self.limits.timeout);
+        match i.bindings.call_on_response(&mut i.store, info).await {
+            Ok(a) => {
+                self.release(lease);
+                Ok(a)
+            }
+            Err(e) => Err(Failure::classify(&e, &i.store, "on-response")),
+        }
+    }
+}
+
+impl Instance {
+    /// Sets the deadline of the next call.
+    fn arm(&mut self, timeout: Duration) {
+        self.store.data_mut().deadline = Instant::now() + timeout;
+        self.store.set_epoch_deadline(1);
+    }
+}
+
+impl Failure {
+    /// Names what went wrong in a call that returned `e`.
+    fn classify(e: &wasmtime::Error, store: &Store<HostState>, during: &'static str) -> Failure {
+        let detail = format!("{during}: {e:#}");
+        if store.data().limiter.refused {
+            return Failure::Memory(detail);
+        }
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => Failure::Timeout,
+            Some(_) => Failure::Trap(detail),
+            None if during == "instantiate" => Failure::Instantiate(detail),
+            None => Failure::Trap(detail),
+        }
+    }
+}
