@@ -59,7 +59,7 @@ impl Plugin for Misbehave {
                 RequestAction::reject(synapsor_plugin_sdk::Code::Internal, n.to_string())
             }
             Some("huge-headers") => RequestAction::Continue(
-                (0..100_000)
+                (0..10_000)
                     .map(|i| HeaderOp::append(format!("x-h{i}"), "v".repeat(100)))
                     .collect(),
             ),
