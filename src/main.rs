@@ -59,12 +59,12 @@ fn main() -> ExitCode {
                     serde_yaml::to_string(&loaded.config).expect("serializable config")
                 );
                 for l in &loaded.config.listeners {
-                    let mut chain: Vec<&str> = l.interceptors.iter().map(|s| s.kind()).collect();
-                    chain.push("route");
+                    let mut chain: Vec<String> = l.interceptors.iter().map(stage_label).collect();
+                    chain.push("route".into());
                     eprintln!("listener {} ({}): {}", l.name, l.listen, chain.join(" -> "));
                     for (i, r) in l.routes.iter().enumerate() {
                         if !r.interceptors.is_empty() {
-                            let own: Vec<&str> = r.interceptors.iter().map(|s| s.kind()).collect();
+                            let own: Vec<String> = r.interceptors.iter().map(stage_label).collect();
                             eprintln!(
                                 "  route {i} (to {}): then {} -> {}",
                                 r.upstream,
@@ -130,6 +130,14 @@ fn run(path: PathBuf) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// A stage as `synapsor check` shows it in a chain: its kind, and a plugin's name.
+fn stage_label(s: &synapsor::config::StageConfig) -> String {
+    match s {
+        synapsor::config::StageConfig::Wasm(w) => format!("wasm:{}", w.name),
+        other => other.kind().to_string(),
+    }
 }
 
 /// Compiles and `init`s every configured plugin and prints its imports and exports; false when

@@ -15,6 +15,8 @@ fn synapsor() -> Command {
 
 #[test]
 fn every_file_under_config_is_valid() {
+    // config/examples/plugins.yaml loads plugins/build/*.wasm.
+    support::plugin("probe");
     let mut files = Vec::new();
     let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("config")];
     while let Some(d) = dirs.pop() {
@@ -143,4 +145,137 @@ async fn run_drains_on_sigterm_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn check_compiles_plugins_and_prints_their_exports_and_imports() {
+    let dir = std::env::temp_dir().join(format!("synapsor-check-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, stage: String| {
+        let f = dir.join(name);
+        std::fs::write(
+            &f,
+            format!(
+                "listeners:\n  - name: l\n    listen: 127.0.0.1:1\n    upstream: u\n    interceptors:\n      - {stage}\nupstreams:\n  - {{ name: u, endpoints: [ \"127.0.0.1:2\" ] }}\n"
+            ),
+        )
+        .unwrap();
+        f
+    };
+    let good = write(
+        "good.yaml",
+        format!(
+            "wasm: {{ name: deny, path: \"{}\", config: {{ deny_prefix: /x. }} }}",
+            support::plugin("method_deny").display()
+        ),
+    );
+    let out = synapsor()
+        .args(["check", "-c"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("l (127.0.0.1:1): wasm:deny -> route"), "{err}");
+    assert!(err.contains("plugin deny ("), "{err}");
+    assert!(
+        err.contains("exports: init, on-request, on-response"),
+        "{err}"
+    );
+    assert!(
+        err.contains("imports: synapsor:plugin/host@0.1.0, synapsor:plugin/types@0.1.0"),
+        "{err}"
+    );
+    let bad = write(
+        "bad.yaml",
+        format!(
+            "wasm: {{ name: deny, path: \"{}\" }}",
+            support::plugin("method_deny").display()
+        ),
+    );
+    let out = synapsor().args(["check", "-c"]).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("plugin deny: plugin ")
+            && err.contains("init failed: config.deny_prefix is required"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_changed_plugin() {
+    let b = Backend::start("b").await;
+    let (listen, admin) = (support::free_port(), support::free_port());
+    let dir = std::env::temp_dir().join(format!("synapsor-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("p.wasm");
+    std::fs::copy(support::plugin("probe"), &wasm).unwrap();
+    let cfg = dir.join("run.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "admin: {{ listen: {admin} }}\nlisteners:\n  - name: l\n    listen: {listen}\n    upstream: u\n    interceptors:\n      - wasm: {{ name: p, path: \"{}\", watch: false }}\nupstreams:\n  - {{ name: u, endpoints: [ \"{}\" ] }}\n",
+            wasm.display(),
+            b.addr
+        ),
+    )
+    .unwrap();
+    let mut child = synapsor()
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while support::http_get_opt(admin, "/readyz").await != Some(200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "gateway never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = synapsor_testkit::client(listen).await;
+    let probed = |b: &Backend| {
+        let md = b.observed.last_metadata.lock().unwrap().clone().unwrap();
+        md.get("x-probe-method").is_some()
+    };
+    c.unary(EchoRequest::default()).await.unwrap();
+    assert!(probed(&b));
+    std::fs::copy(support::plugin("header_rewrite"), dir.join("new.wasm")).unwrap();
+    std::fs::rename(dir.join("new.wasm"), &wasm).unwrap();
+    // watch: false — nothing changes until the signal.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.unary(EchoRequest::default()).await.unwrap();
+    assert!(probed(&b), "not reloaded without SIGHUP");
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let t = Instant::now();
+    loop {
+        c.unary(EchoRequest::default())
+            .await
+            .expect("calls flow through the reload");
+        if !probed(&b) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "SIGHUP did not reload the plugin"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP does not stop the gateway"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }

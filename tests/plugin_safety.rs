@@ -32,7 +32,8 @@ upstreams:
 
 fn asking(mode: &str) -> Request<EchoRequest> {
     let mut r = Request::new(EchoRequest::default());
-    r.metadata_mut().insert("x-misbehave", mode.parse().unwrap());
+    r.metadata_mut()
+        .insert("x-misbehave", mode.parse().unwrap());
     r
 }
 
@@ -104,7 +105,11 @@ async fn each_failure_ends_only_its_call_with_unavailable() {
                 "{mode}"
             );
             // The timeout is 50 ms; the bound only catches a hang.
-            assert!(t.elapsed() < Duration::from_secs(5), "{mode} took {:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{mode} took {:?}",
+                t.elapsed()
+            );
         })
         .await;
         flowed_total += flowed;

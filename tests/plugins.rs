@@ -466,3 +466,20 @@ upstreams:
     };
     assert_eq!(w.config_json().unwrap(), r#"{"tenants":["a","b"]}"#);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_a_later_0_1_contract_loads() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&cfg(
+        &b.addr.to_string(),
+        &wasm(
+            "later",
+            "method_deny_0_1_9",
+            ", config: { deny_prefix: /nope. }",
+        ),
+    ))
+    .await;
+    let mut c = gw.client().await;
+    c.unary(EchoRequest::default()).await.unwrap();
+    assert_eq!(one(&b, "x-c-plugin").as_deref(), Some("1"));
+}

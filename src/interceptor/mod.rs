@@ -66,7 +66,7 @@ pub struct Rejected {
     /// The kind of stage that refused the call (set by the stage's service).
     pub stage: &'static str,
     /// More trailers to send with the status (a plugin's rejection may carry some).
-    pub extra: HeaderMap,
+    pub extra: Option<Box<HeaderMap>>,
 }
 
 impl Rejected {
@@ -77,7 +77,7 @@ impl Rejected {
             message: message.into(),
             retry_pushback_ms: None,
             stage: "",
-            extra: HeaderMap::new(),
+            extra: None,
         }
     }
 
@@ -96,7 +96,7 @@ impl Rejected {
 
     /// The extra trailers of this rejection.
     pub fn trailers(&self) -> HeaderMap {
-        let mut t = self.extra.clone();
+        let mut t = self.extra.as_deref().cloned().unwrap_or_default();
         if let Some(ms) = self.retry_pushback_ms {
             t.insert(
                 HeaderName::from_static("grpc-retry-pushback-ms"),

@@ -220,7 +220,7 @@ pub fn rejection(r: &Reject) -> Result<Rejected, String> {
     let mut extra = HeaderMap::new();
     apply(check_ops(&trailers, Target::Status)?, &mut extra);
     Ok(Rejected {
-        extra,
+        extra: (!extra.is_empty()).then(|| Box::new(extra)),
         ..Rejected::new(code, r.message.clone())
     })
 }

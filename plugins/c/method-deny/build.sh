@@ -5,10 +5,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-$here/../../build}"
-gen="$here/../../target/c-gen/method-deny"
+# WIT and NAME let plugins/build.sh build the same plugin against another 0.1.x of the WIT.
+wit="${WIT:-$here/../../../wit}"
+name="${NAME:-method_deny}"
+gen="$here/../../target/c-gen/$name"
 mkdir -p "$gen" "$out"
-wit-bindgen c "$here/../../../wit" --world interceptor --out-dir "$gen" >"$gen/wit-bindgen.log" 2>&1 || { cat "$gen/wit-bindgen.log"; exit 1; }
+wit-bindgen c "$wit" --world interceptor --out-dir "$gen" >"$gen/wit-bindgen.log" 2>&1 || { cat "$gen/wit-bindgen.log"; exit 1; }
 clang --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Werror \
-    -I "$gen" -o "$gen/method_deny.core.wasm" \
+    -I "$gen" -o "$gen/$name.core.wasm" \
     "$here/method_deny.c" "$gen/interceptor.c" "$gen/interceptor_component_type.o"
-wasm-tools component new "$gen/method_deny.core.wasm" -o "$out/method_deny.wasm"
+wasm-tools component new "$gen/$name.core.wasm" -o "$out/$name.wasm"

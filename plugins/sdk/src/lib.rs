@@ -31,6 +31,7 @@ use std::any::Any;
 use std::cell::RefCell;
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -181,9 +182,8 @@ pub mod __rt {
     }
 
     pub fn on_request<P: Plugin>(info: RequestInfo) -> RequestAction {
-        with::<P, _>(|p| p.on_request(&info)).unwrap_or_else(|| {
-            RequestAction::reject(Code::Internal, "plugin used before init")
-        })
+        with::<P, _>(|p| p.on_request(&info))
+            .unwrap_or_else(|| RequestAction::reject(Code::Internal, "plugin used before init"))
     }
 
     pub fn on_response<P: Plugin>(info: ResponseInfo) -> ResponseAction {

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use synapsor_plugin_sdk::{
-    counter_add, export_plugin, parse_config, Code, Plugin, Reject, RequestAction, RequestInfo,
-    Header,
+    counter_add, export_plugin, parse_config, Code, Header, Plugin, Reject, RequestAction,
+    RequestInfo,
 };
 
 #[derive(Deserialize)]

@@ -49,7 +49,10 @@ impl Plugin for Misbehave {
                 let big = vec![7u8; 1 << 30];
                 RequestAction::reject(
                     synapsor_plugin_sdk::Code::Internal,
-                    format!("allocated {}", big.iter().map(|b| *b as usize).sum::<usize>()),
+                    format!(
+                        "allocated {}",
+                        big.iter().map(|b| *b as usize).sum::<usize>()
+                    ),
                 )
             }
             Some("panic") => panic!("asked to panic"),

@@ -4,8 +4,8 @@
 //! message says `override-me`.
 
 use synapsor_plugin_sdk::{
-    counter_add, export_plugin, log, now_unix_nanos, Code, Header, HeaderOp, Level, Plugin,
-    Reject, RequestAction, RequestInfo, ResponseAction, ResponseInfo, StatusOverride,
+    counter_add, export_plugin, log, now_unix_nanos, Code, Header, HeaderOp, Level, Plugin, Reject,
+    RequestAction, RequestInfo, ResponseAction, ResponseInfo, StatusOverride,
 };
 
 struct Probe;
@@ -33,7 +33,10 @@ impl Plugin for Probe {
             HeaderOp::set("x-probe-authority", req.authority.clone()),
             HeaderOp::set("x-probe-peer", req.peer.clone()),
             HeaderOp::set("x-probe-call", n.to_string()),
-            HeaderOp::set("x-probe-now", (now_unix_nanos() > 1_600_000_000_000_000_000).to_string()),
+            HeaderOp::set(
+                "x-probe-now",
+                (now_unix_nanos() > 1_600_000_000_000_000_000).to_string(),
+            ),
             HeaderOp::remove("x-probe-drop"),
             HeaderOp::append("x-probe-multi", "second"),
         ];
@@ -56,7 +59,10 @@ impl Plugin for Probe {
                 message: format!("overridden from {}", resp.status),
             });
         }
-        ResponseAction::Continue(vec![HeaderOp::set("x-probe-status", resp.status.to_string())])
+        ResponseAction::Continue(vec![HeaderOp::set(
+            "x-probe-status",
+            resp.status.to_string(),
+        )])
     }
 }
 
