@@ -1,6 +1,7 @@
-//! Run with `cargo run --release --example quickstart` (add `-- --once` to exit after the burst).
+//! Run with `cargo run --release --example quickstart` (add `-- --once` to exit after the burst,
+//! `-- --config FILE` to use another config whose upstreams are loopback addresses).
 //!
-//! Starts the two echo backends that `config/synapsor.yaml` points at, starts the gateway on that
+//! Starts the echo backends that `config/synapsor.yaml` points at, starts the gateway on that
 //! file, sends a burst of real gRPC calls through it with a progress bar, and prints how they
 //! were spread over the backends and how fast they went. Then it keeps serving until Ctrl-C.
 
@@ -26,7 +27,13 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "synapsor=warn".into()),
         )
         .init();
-    let path = Path::new("config/synapsor.yaml");
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .map_or("config/synapsor.yaml", String::as_str);
+    let path = Path::new(path);
     let loaded = synapsor::config::load(path)?;
     let config = loaded.config;
 
@@ -95,7 +102,12 @@ async fn main() -> anyhow::Result<()> {
                             .or_default() += 1;
                         latencies.lock().await.push(t.elapsed());
                     }
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        if errors == 0 {
+                            bar.println(format!("a call failed: {e:?}"));
+                        }
+                        errors += 1
+                    }
                 }
                 bar.inc(1);
                 i += CONCURRENCY;
