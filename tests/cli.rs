@@ -216,7 +216,7 @@ async fn sighup_reloads_a_changed_plugin() {
     std::fs::write(
         &cfg,
         format!(
-            "admin: {{ listen: {admin} }}\nlisteners:\n  - name: l\n    listen: {listen}\n    upstream: u\n    interceptors:\n      - wasm: {{ name: p, path: \"{}\", watch: false }}\nupstreams:\n  - {{ name: u, endpoints: [ \"{}\" ] }}\n",
+            "admin: {{ listen: {admin} }}\nlisteners:\n  - name: l\n    listen: {listen}\n    upstream: u\n    interceptors:\n      - wasm: {{ name: p, path: \"{}\", watch: false, timeout: 2s }}\nupstreams:\n  - {{ name: u, endpoints: [ \"{}\" ] }}\n",
             wasm.display(),
             b.addr
         ),

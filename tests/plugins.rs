@@ -30,7 +30,7 @@ upstreams:
 
 fn wasm(name: &str, file: &str, extra: &str) -> String {
     format!(
-        "      - wasm: {{ name: {name}, path: \"{}\"{extra} }}",
+        "      - wasm: {{ name: {name}, path: \"{}\", timeout: 2s{extra} }}",
         plugin(file).display()
     )
 }
@@ -329,7 +329,7 @@ async fn a_changed_plugin_file_is_swapped_in_and_a_broken_one_is_refused() {
     let file = dir.join("live.wasm");
     std::fs::copy(plugin("probe"), &file).unwrap();
     let stages = format!(
-        "      - wasm: {{ name: live, path: \"{}\" }}",
+        "      - wasm: {{ name: live, path: \"{}\", timeout: 2s }}",
         file.display()
     );
     let gw = gateway(&cfg(&b.addr.to_string(), &stages)).await;

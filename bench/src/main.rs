@@ -6,7 +6,7 @@
 //! errors, the proxy's CPU seconds and peak RSS (from /proc), and each target's ratio to direct.
 //!
 //! Options: `--rounds N` (3), `--secs S` per measurement (5), `--loads a,b` (all),
-//! `--targets a,b` (direct,synapsor; also synapsor+stages, nginx, haproxy), `--gateway PATH` (target/release/synapsor), `--workers N`
+//! `--targets a,b` (direct,synapsor; also synapsor+stages, synapsor+plugin, nginx, haproxy), `--gateway PATH` (target/release/synapsor), `--workers N`
 //! (the gateway's `runtime.workers`; 0, one per core).
 
 mod load;
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use load::{Load, Outcome};
-use targets::Target;
+use targets::{Chain, Target};
 
 struct Args {
     rounds: usize,
@@ -88,9 +88,14 @@ fn main() -> anyhow::Result<()> {
     for name in &a.targets {
         ts.push(match name.as_str() {
             "direct" => Target::direct(backend.addr),
-            "synapsor" => targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, false)?,
+            "synapsor" => {
+                targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, Chain::Plain)?
+            }
             "synapsor+stages" => {
-                targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, true)?
+                targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, Chain::Stages)?
+            }
+            "synapsor+plugin" => {
+                targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, Chain::Plugin)?
             }
             "nginx" => targets::nginx(backend.addr, &dir)?,
             "haproxy" => targets::haproxy(backend.addr, &dir)?,

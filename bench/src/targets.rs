@@ -158,32 +158,46 @@ fn spawn(name: &str, cmd: &mut Command, addr: SocketAddr) -> anyhow::Result<Targ
     Ok(t)
 }
 
+/// What runs in front of synapsor's forwarder in a benchmark target.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    /// No stages.
+    Plain,
+    /// Issue 4's built-in chain.
+    Stages,
+    /// One WASM plugin (`isolation: reuse`) that reads every metadata entry and lets the call
+    /// through.
+    Plugin,
+}
+
 /// Starts the synapsor binary at `bin` in front of `backend`.
 pub fn synapsor(
     bin: &Path,
     backend: SocketAddr,
     dir: &Path,
     workers: usize,
-    stages: bool,
+    chain: Chain,
 ) -> anyhow::Result<Target> {
     let (addr, admin) = (free_addr(), free_addr());
-    let name = if stages {
-        "synapsor+stages"
-    } else {
-        "synapsor"
+    let name = match chain {
+        Chain::Plain => "synapsor",
+        Chain::Stages => "synapsor+stages",
+        Chain::Plugin => "synapsor+plugin",
     };
     let cfg = dir.join(format!("{name}.yaml"));
-    // The built-in stages, with limits the load never reaches: what the mechanism costs.
-    // Issue 4's chain — a rate limit the load never reaches, API-key auth, metrics, and the
-    // access log sampled at 1% — to measure what the stage mechanism costs.
-    let interceptors = if stages {
-        format!(
+    let interceptors = match chain {
+        Chain::Plain => String::new(),
+        // Issue 4's chain — a rate limit the load never reaches, API-key auth, metrics, and the
+        // access log sampled at 1% — to measure what the stage mechanism costs.
+        Chain::Stages => format!(
             "    interceptors:\n      - rate_limit: {{ rate: 100000000, per: 1s, key: peer_ip }}\n      - api_key: {{ keys: [ {{ key: {}, principal: bench }} ] }}\n      - metrics: {{}}\n      - access_log: {{ format: json, output: \"{}\", sample: 0.01 }}\n",
             crate::load::API_KEY,
             dir.join("access.log").display()
-        )
-    } else {
-        String::new()
+        ),
+        Chain::Plugin => format!(
+            "    interceptors:\n      - wasm: {{ name: reader, path: \"{}\", isolation: reuse }}\n",
+            plugin("misbehave")?.display()
+        ),
     };
     std::fs::write(
         &cfg,
@@ -231,4 +245,18 @@ pub fn haproxy(backend: SocketAddr, dir: &Path) -> anyhow::Result<Target> {
     let mut cmd = Command::new("haproxy");
     cmd.arg("-db").arg("-f").arg(&conf);
     spawn("haproxy", &mut cmd, addr)
+}
+
+/// A plugin component from `plugins/build/`, built with `plugins/build.sh` when missing.
+fn plugin(name: &str) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = root.join("plugins/build").join(format!("{name}.wasm"));
+    if !file.exists() {
+        let ok = Command::new("bash")
+            .arg(root.join("plugins/build.sh"))
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "plugins/build.sh failed");
+    }
+    Ok(file)
 }

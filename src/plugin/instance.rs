@@ -148,8 +148,16 @@ pub struct Instance {
 pub struct Limits {
     /// The most linear memory.
     pub memory: usize,
-    /// The most time one call (or `init`) may take.
+    /// The most time one hook call may take.
     pub timeout: Duration,
+}
+
+impl Limits {
+    /// The most time instantiating, and then `init`, may each take: ten times the call
+    /// timeout, at least 100 ms (a new instance's first run touches fresh memory).
+    pub fn start_timeout(&self) -> Duration {
+        (self.timeout * 10).max(Duration::from_millis(100))
+    }
 }
 
 /// One compiled and linked version of a plugin, with its idle instances.
@@ -218,7 +226,7 @@ impl Version {
                 memory: self.limits.memory,
                 refused: false,
             },
-            deadline: Instant::now() + self.limits.timeout,
+            deadline: Instant::now() + self.limits.start_timeout(),
             wasi: self
                 .wasi
                 .then(|| (WasiCtx::builder().build(), ResourceTable::new())),
@@ -237,7 +245,7 @@ impl Version {
             Ok(b) => b,
             Err(e) => return Err(Failure::classify(&e, &store, "instantiate")),
         };
-        store.data_mut().deadline = Instant::now() + self.limits.timeout;
+        store.data_mut().deadline = Instant::now() + self.limits.start_timeout();
         store.set_epoch_deadline(1);
         match bindings.call_init(&mut store, &self.config).await {
             Ok(Ok(())) => Ok(Instance {
