@@ -483,3 +483,26 @@ async fn a_plugin_built_against_a_later_0_1_contract_loads() {
     c.unary(EchoRequest::default()).await.unwrap();
     assert_eq!(one(&b, "x-c-plugin").as_deref(), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_response_false_skips_the_response_hook() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&cfg(
+        &b.addr.to_string(),
+        &wasm("probe", "probe", ", on_response: false"),
+    ))
+    .await;
+    let mut c = gw.client().await;
+    let resp = c.unary(EchoRequest::default()).await.unwrap();
+    assert!(one(&b, "x-probe-method").is_some(), "on-request still runs");
+    assert!(resp.metadata().get("x-probe-status").is_none());
+    let st = c
+        .unary(EchoRequest {
+            fail_code: Code::Internal as i32,
+            fail_message: "override-me".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::Internal, "not overridden");
+}

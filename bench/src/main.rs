@@ -6,7 +6,7 @@
 //! errors, the proxy's CPU seconds and peak RSS (from /proc), and each target's ratio to direct.
 //!
 //! Options: `--rounds N` (3), `--secs S` per measurement (5), `--loads a,b` (all),
-//! `--targets a,b` (direct,synapsor; also synapsor+stages, synapsor+plugin, nginx, haproxy), `--gateway PATH` (target/release/synapsor), `--workers N`
+//! `--targets a,b` (direct,synapsor; also synapsor+stages, synapsor+plugin, synapsor+plugin-req, nginx, haproxy), `--gateway PATH` (target/release/synapsor), `--workers N`
 //! (the gateway's `runtime.workers`; 0, one per core).
 
 mod load;
@@ -97,6 +97,13 @@ fn main() -> anyhow::Result<()> {
             "synapsor+plugin" => {
                 targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, Chain::Plugin)?
             }
+            "synapsor+plugin-req" => targets::synapsor(
+                &a.gateway,
+                backend.addr,
+                &dir,
+                a.workers,
+                Chain::PluginRequestOnly,
+            )?,
             "nginx" => targets::nginx(backend.addr, &dir)?,
             "haproxy" => targets::haproxy(backend.addr, &dir)?,
             other => bail!("unknown target {other}"),

@@ -166,8 +166,10 @@ pub enum Chain {
     /// Issue 4's built-in chain.
     Stages,
     /// One WASM plugin (`isolation: reuse`) that reads every metadata entry and lets the call
-    /// through.
+    /// through; both hooks called.
     Plugin,
+    /// The same plugin with `on_response: false`.
+    PluginRequestOnly,
 }
 
 /// Starts the synapsor binary at `bin` in front of `backend`.
@@ -183,6 +185,7 @@ pub fn synapsor(
         Chain::Plain => "synapsor",
         Chain::Stages => "synapsor+stages",
         Chain::Plugin => "synapsor+plugin",
+        Chain::PluginRequestOnly => "synapsor+plugin-req",
     };
     let cfg = dir.join(format!("{name}.yaml"));
     let interceptors = match chain {
@@ -194,9 +197,10 @@ pub fn synapsor(
             crate::load::API_KEY,
             dir.join("access.log").display()
         ),
-        Chain::Plugin => format!(
-            "    interceptors:\n      - wasm: {{ name: reader, path: \"{}\", isolation: reuse }}\n",
-            plugin("misbehave")?.display()
+        Chain::Plugin | Chain::PluginRequestOnly => format!(
+            "    interceptors:\n      - wasm: {{ name: reader, path: \"{}\", isolation: reuse, on_response: {} }}\n",
+            plugin("misbehave")?.display(),
+            chain == Chain::Plugin
         ),
     };
     std::fs::write(

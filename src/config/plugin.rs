@@ -52,6 +52,10 @@ pub struct WasmConfig {
     /// Reload the plugin when its file changes (default true). SIGHUP reloads every plugin.
     #[serde(default = "yes")]
     pub watch: bool,
+    /// Call the plugin's `on-response` (default true). `false` saves that call's cost for a
+    /// plugin that only decides on requests.
+    #[serde(default = "yes")]
+    pub on_response: bool,
 }
 
 /// How plugin instances are shared between calls.

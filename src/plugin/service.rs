@@ -109,6 +109,9 @@ where
                     return Err(denied.into());
                 }
             }
+            if !plugin.cfg.on_response {
+                return inner.call(req).await;
+            }
             let hook = Hook {
                 plugin,
                 version,
