@@ -10,5 +10,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use synapsor::plugin::host::Level;
-pub use synapsor::plugin::types::{Header, HeaderOp, Reject, StatusOverride};
+pub use self::synapsor::plugin::host::Level;
+pub use self::synapsor::plugin::types::{Header, HeaderOp, Reject, StatusOverride};

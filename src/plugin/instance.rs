@@ -1,7 +1,7 @@
 //! Instances of one loaded plugin version: the per-store state the host functions see, the
 //! memory limiter, the bounded pool of reusable instances, and one hook call with its deadline.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,12 +23,19 @@ pub const MAX_COUNTERS: usize = 10_000;
 pub const MAX_COUNTER_KEY: usize = 256;
 /// The longest log line a plugin may write.
 const MAX_LOG: usize = 4096;
+/// Log lines a plugin may write per second (all its instances together); the rest are dropped
+/// and counted in the next line that gets through.
+const LOGS_PER_SECOND: u64 = 100;
 
 /// What a plugin's instances share: its name and its counters.
 pub struct PluginShared {
     /// The plugin's name.
     pub name: Arc<str>,
     counters: DashMap<String, AtomicI64>,
+    /// The second (since the Unix epoch) the log budget is counted for, and lines used in it.
+    log_second: AtomicU64,
+    log_lines: AtomicU64,
+    log_dropped: AtomicU64,
 }
 
 impl PluginShared {
@@ -37,7 +44,26 @@ impl PluginShared {
         Arc::new(PluginShared {
             name: name.into(),
             counters: DashMap::new(),
+            log_second: AtomicU64::new(0),
+            log_lines: AtomicU64::new(0),
+            log_dropped: AtomicU64::new(0),
         })
+    }
+
+    /// Whether one more log line fits this second's budget; when it does, also how many lines
+    /// were dropped since the last one that got through.
+    fn log_budget(&self) -> Option<u64> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.log_second.swap(now, Ordering::Relaxed) != now {
+            self.log_lines.store(0, Ordering::Relaxed);
+        }
+        if self.log_lines.fetch_add(1, Ordering::Relaxed) >= LOGS_PER_SECOND {
+            self.log_dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.log_dropped.swap(0, Ordering::Relaxed))
     }
 
     fn counter_add(&self, key: String, delta: i64) -> i64 {
@@ -107,6 +133,12 @@ impl synapsor::plugin::types::Host for HostState {}
 
 impl synapsor::plugin::host::Host for HostState {
     fn log(&mut self, level: Level, mut message: String) {
+        let Some(dropped) = self.shared.log_budget() else {
+            return;
+        };
+        if dropped > 0 {
+            tracing::warn!(plugin = %self.shared.name, "{dropped} log lines dropped (over {LOGS_PER_SECOND} a second)");
+        }
         if message.len() > MAX_LOG {
             let mut cut = MAX_LOG;
             while !message.is_char_boundary(cut) {
