@@ -317,3 +317,42 @@ async fn connections_beyond_max_connections_wait_for_a_free_slot() {
     assert!(gw.running.open_connections() <= 2);
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aged_connections_get_goaway_and_finish_their_calls() {
+    let b = Backend::start("b").await;
+    let yaml = support::config(&[b.addr.to_string()], "").replace(
+        "drain_timeout: 5s }",
+        "drain_timeout: 5s, max_connection_age: 300ms, max_connection_age_grace: 10s }",
+    );
+    let gw = gateway(&yaml).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn_task = tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::post(format!("http://{}/synapsor.test.v1.Echo/Unary", gw.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (resp, mut tx) = send.send_request(req, false).unwrap();
+    // delay_ms: 800 — the call outlives the connection's 300 ms age.
+    tx.send_data(grpc_frame(&[0x20, 0xA0, 0x06]), true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.unwrap().unwrap();
+    assert_eq!(trailers["grpc-status"], "0", "the call in flight finished");
+    // The gateway sent GOAWAY: with its call done, the connection ends by itself (without aging
+    // it would stay open, answering PINGs, for as long as the client likes).
+    tokio::time::timeout(Duration::from_secs(10), conn_task)
+        .await
+        .expect("the aged connection was closed")
+        .unwrap()
+        .expect("closed gracefully, not reset");
+    // New connections are served as before.
+    let mut c = gw.client().await;
+    c.unary(EchoRequest::default()).await.unwrap();
+}

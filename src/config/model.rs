@@ -112,6 +112,18 @@ pub struct ListenerConfig {
     /// A client connection that does not answer a PING within this is closed.
     #[serde(default = "default_client_keepalive_timeout")]
     pub keepalive_timeout: Dur,
+    /// After this long (±10% jitter) a client connection gets GOAWAY, so long-lived clients
+    /// reconnect and spread over the gateway's replicas; `0` (the default) never.
+    #[serde(default)]
+    pub max_connection_age: Dur,
+    /// How long calls may still run on a connection aged out by `max_connection_age` before it
+    /// is closed.
+    #[serde(default = "default_age_grace")]
+    pub max_connection_age_grace: Dur,
+}
+
+fn default_age_grace() -> Dur {
+    Dur::secs(30)
 }
 
 fn default_client_keepalive() -> Dur {

@@ -40,6 +40,8 @@ pub struct ListenerSettings {
     pub handshake_timeout: Duration,
     /// PING interval towards clients (`None`: off) and the time allowed for the answer.
     pub keepalive: Option<(Duration, Duration)>,
+    /// Connection age before GOAWAY (`None`: never), and the grace after it.
+    pub max_age: Option<(Duration, Duration)>,
 }
 
 impl ListenerSettings {
@@ -54,6 +56,10 @@ impl ListenerSettings {
                 .keepalive_time
                 .nonzero()
                 .map(|t| (t, c.keepalive_timeout.0)),
+            max_age: c
+                .max_connection_age
+                .nonzero()
+                .map(|a| (a, c.max_connection_age_grace.0)),
         }
     }
 }
@@ -189,6 +195,10 @@ pub async fn serve_conn(
     let pings = conn.ping_pong().expect("first ping_pong");
     let keepalive = client_keepalive(pings, settings.keepalive);
     tokio::pin!(keepalive);
+    // Aging out: GOAWAY at the (jittered) age, then close after the grace.
+    let age = tokio::time::sleep(jittered_age(settings.max_age));
+    tokio::pin!(age);
+    let mut aged = false;
     loop {
         tokio::select! {
             r = conn.accept() => match r {
@@ -212,7 +222,30 @@ pub async fn serve_conn(
                 tracing::debug!(%peer, "closing client connection: {why}");
                 break;
             }
+            () = &mut age, if settings.max_age.is_some() => {
+                if aged {
+                    tracing::debug!(%peer, "aged-out connection still busy after its grace; closing");
+                    break;
+                }
+                aged = true;
+                if !draining {
+                    draining = true;
+                    tracing::debug!(%peer, "connection reached max_connection_age; GOAWAY");
+                    conn.graceful_shutdown();
+                }
+                let grace = settings.max_age.map_or(Duration::ZERO, |(_, g)| g);
+                age.as_mut().reset(tokio::time::Instant::now() + grace);
+            }
         }
+    }
+}
+
+/// When a connection ages out: `max_age` ±10%, so connections opened together do not all
+/// reconnect at once; far in the future when aging is off.
+fn jittered_age(max_age: Option<(Duration, Duration)>) -> Duration {
+    match max_age {
+        Some((age, _)) => age.mul_f64(0.9 + 0.2 * rand::random::<f64>()),
+        None => Duration::from_secs(365 * 24 * 3600),
     }
 }
 
