@@ -2,7 +2,7 @@
 //! worker — and, per worker, its connection pool.
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,8 @@ pub struct EndpointState {
     failures: AtomicU32,
     /// Out of rotation until this time (ms on [`clock::now_ms`]); 0 = in rotation.
     down_until: AtomicU64,
+    /// Taken out of rotation by active health checks.
+    unhealthy: AtomicBool,
 }
 
 impl EndpointState {
@@ -63,13 +65,28 @@ impl EndpointState {
             latency: PeakEwma::new(),
             failures: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
+            unhealthy: AtomicBool::new(false),
         }
     }
 
-    /// True unless recent connect failures took the endpoint out of rotation.
+    /// True unless recent connect failures or failed health checks took the endpoint out of
+    /// rotation.
     pub fn available(&self) -> bool {
+        if self.unhealthy.load(Ordering::Relaxed) {
+            return false;
+        }
         let until = self.down_until.load(Ordering::Relaxed);
         until == 0 || clock::now_ms() >= until
+    }
+
+    /// Whether active health checks consider the endpoint healthy (true without checks).
+    pub fn healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Puts the endpoint in or out of rotation, as active health checks decide.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.unhealthy.store(!healthy, Ordering::Relaxed);
     }
 
     /// Records a failed connect: the endpoint leaves rotation for an exponential backoff

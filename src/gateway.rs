@@ -76,6 +76,11 @@ impl Gateway {
             .iter()
             .map(|u| (u.name.clone(), UpstreamGroup::new(u)))
             .collect();
+        for (u, (_, g)) in self.config.upstreams.iter().zip(&groups) {
+            if let Some(h) = &u.health_check {
+                crate::health::spawn(g, h, &stop_rx);
+            }
+        }
         let settings: Vec<Arc<ListenerSettings>> = self
             .listeners
             .iter()

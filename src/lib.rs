@@ -24,6 +24,8 @@
 //! - [`pool`]: per-endpoint multiplexed HTTP/2 connections, expansion, queueing, keepalive,
 //!   idle and lifetime recycling, reconnect backoff.
 //! - [`upstream`], [`endpoint`]: a group of endpoints and each endpoint's load and health.
+//! - [`health`]: active health checks (gRPC health protocol or TCP) that take endpoints out of
+//!   rotation and bring them back.
 //! - [`error`]: every way the gateway ends a call, mapped to a gRPC status in one place.
 //! - [`grpc`]: status codes, trailers-only responses, `grpc-timeout`, hop-by-hop headers.
 //! - [`admin`]: `/healthz`, `/readyz`, `/config`.
@@ -37,6 +39,7 @@ pub mod endpoint;
 pub mod error;
 pub mod gateway;
 pub mod grpc;
+pub mod health;
 pub mod interceptor;
 pub mod plugin;
 pub mod pool;

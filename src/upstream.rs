@@ -24,6 +24,16 @@ pub struct UpstreamGroup {
 }
 
 impl UpstreamGroup {
+    /// The group's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Each endpoint's address and shared state (load, health).
+    pub fn endpoints(&self) -> impl Iterator<Item = (&str, &Arc<EndpointState>)> {
+        self.addresses.iter().map(String::as_str).zip(&self.states)
+    }
+
     /// The shared state of the group described by `cfg`.
     pub fn new(cfg: &UpstreamConfig) -> Arc<UpstreamGroup> {
         let settings = PoolSettings::from_config(&cfg.pool);

@@ -8,6 +8,7 @@
 mod auth;
 mod duration;
 mod endpoint;
+mod health;
 mod interceptor;
 mod locate;
 mod model;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use duration::{parse_duration, Dur};
 pub use endpoint::{EndpointSpec, MAX_WEIGHT};
+pub use health::{HealthCheckConfig, HealthCheckKind};
 pub use interceptor::{
     check_method_pattern, AccessConfig, AccessDefault, AccessLogConfig, AccessRule, ApiKeyConfig,
     ApiKeyEntry, Cidr, ConcurrencyLimitConfig, JwtConfig, KeySpec, LogFormat, MetricsConfig,

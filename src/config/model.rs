@@ -194,6 +194,9 @@ pub struct UpstreamConfig {
     /// Connection pool settings, per endpoint.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Active health checks of every endpoint (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<super::health::HealthCheckConfig>,
 }
 
 fn default_request_timeout() -> Dur {

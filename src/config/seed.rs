@@ -201,6 +201,7 @@ impl SeedFile {
                 endpoints: e.endpoints,
                 request_timeout: e.request_timeout.unwrap_or(Dur::secs(30)),
                 pool,
+                health_check: None,
             });
             let defaults: ListenerConfig = serde_yaml::from_str(&format!(
                 "{{ name: x, listen: \"{}\", upstream: x }}",

@@ -28,6 +28,10 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
         if u.endpoints.is_empty() {
             return Err((at("endpoints"), "at least one endpoint is needed".into()));
         }
+        if let Some(h) = &u.health_check {
+            h.validate()
+                .map_err(|(f, m)| (at(&format!("health_check.{f}")), m))?;
+        }
         let mut seen = HashSet::new();
         for (j, e) in u.endpoints.iter().enumerate() {
             if !seen.insert(e.address.as_str()) {

@@ -34,6 +34,8 @@ pub struct Plugin {
     /// (modified time, length, content hash) of the file the current version came from.
     seen: Mutex<FileMark>,
     generation: AtomicU64,
+    /// Held while a reload runs, so the watcher and SIGHUP never build two versions at once.
+    reloading: Mutex<()>,
     /// Unix seconds of the last failure warning (failures are logged at most once a second).
     pub last_warn: AtomicU64,
 }
@@ -104,6 +106,7 @@ impl Plugin {
             config_json,
             seen: Mutex::new(mark(&cfg.path, &bytes)),
             generation: AtomicU64::new(1),
+            reloading: Mutex::new(()),
             last_warn: AtomicU64::new(0),
         });
         watch(&plugin);
@@ -114,6 +117,7 @@ impl Plugin {
     /// Reloads the plugin if its file's content changed. `Ok(true)` when a new version now
     /// serves; on error the old version keeps serving.
     pub fn reload(&self) -> Result<bool, String> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let bytes = read(&self.cfg.path)?;
         let now = mark(&self.cfg.path, &bytes);
         {

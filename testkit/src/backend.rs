@@ -72,6 +72,9 @@ pub struct Backend {
     pub name: String,
     /// What it has seen.
     pub observed: Arc<Observed>,
+    /// Its `grpc.health.v1.Health` service: SERVING for the server as a whole (`""`) until a
+    /// test sets another status (`set_service_status`).
+    pub health: tonic_health::server::HealthReporter,
     stop: Option<oneshot::Sender<()>>,
     done: Option<oneshot::Receiver<()>>,
 }
@@ -96,6 +99,7 @@ impl Backend {
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
+        let (health, health_svc) = tonic_health::server::health_reporter();
         let threads = opts.threads;
         let counter = observed.clone();
         std::thread::Builder::new()
@@ -127,7 +131,10 @@ impl Backend {
                             counter.connections.fetch_add(1, Ordering::SeqCst);
                         }
                     });
-                    let serve = builder.add_service(server).serve_with_incoming(incoming);
+                    let serve = builder
+                        .add_service(health_svc)
+                        .add_service(server)
+                        .serve_with_incoming(incoming);
                     tokio::select! {
                         _ = serve => {}
                         _ = stop_rx => {}
@@ -141,6 +148,7 @@ impl Backend {
             addr,
             name: name.to_string(),
             observed,
+            health,
             stop: Some(stop_tx),
             done: Some(done_rx),
         }
