@@ -9,7 +9,13 @@ fuzz_target!(|data: &[u8]| {
         let encoded = synapsor::grpc::encode_timeout(d);
         let back = synapsor::grpc::parse_timeout(encoded.as_bytes())
             .unwrap_or_else(|| panic!("{encoded:?} does not parse back"));
-        assert!(back <= d, "{d:?} encoded as {encoded:?} parsed back as {back:?}");
-        assert!(encoded.len() <= 9, "{encoded:?} is longer than the spec allows");
+        assert!(
+            back <= d,
+            "{d:?} encoded as {encoded:?} parsed back as {back:?}"
+        );
+        assert!(
+            encoded.len() <= 9,
+            "{encoded:?} is longer than the spec allows"
+        );
     }
 });

@@ -30,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
             _ => HeaderOp::Remove(name),
         });
     }
-    let target = if kind & 1 == 0 { Target::Request } else { Target::Status };
+    let target = if kind & 1 == 0 {
+        Target::Request
+    } else {
+        Target::Status
+    };
     if let Ok(checked) = check_ops(&ops, target) {
         let mut h = HeaderMap::new();
         h.insert("content-type", "application/grpc".parse().unwrap());
@@ -45,9 +49,16 @@ fuzz_target!(|data: &[u8]| {
     let trailers = s
         .iter()
         .skip(1)
-        .map(|n| Header { name: n.clone(), value: "v".into() })
+        .map(|n| Header {
+            name: n.clone(),
+            value: "v".into(),
+        })
         .collect();
-    if let Ok(r) = rejection(&Reject { code, message: message.clone(), trailers }) {
+    if let Ok(r) = rejection(&Reject {
+        code,
+        message: message.clone(),
+        trailers,
+    }) {
         assert!(r.code as u32 >= 1 && r.code as u32 <= 16);
         let t = r.trailers();
         assert!(t.get("grpc-status").is_none() && t.get("grpc-message").is_none());
