@@ -120,3 +120,27 @@ fn health_check_config_errors_name_the_field() {
     let e = err("{ unhealthy_threshold: 0 }");
     assert!(e.contains("unhealthy_threshold"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_upstreams_reports_each_endpoints_state() {
+    let a = Backend::start("a").await;
+    let nobody = support::free_port();
+    let gw = gateway(&cfg(
+        &[format!("{}#3", a.addr), nobody.to_string()],
+        "{ kind: tcp, interval: 50ms, timeout: 40ms, unhealthy_threshold: 1 }",
+    ))
+    .await;
+    wait_until(10, "the dead endpoint out of rotation", || !healthy(&gw, 1)).await;
+    let (status, body) = support::http_get(gw.admin.unwrap(), "/upstreams").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let eps = &v["upstreams"][0]["endpoints"];
+    assert_eq!(v["upstreams"][0]["name"], "u");
+    assert_eq!(eps[0]["address"], a.addr.to_string());
+    assert_eq!(eps[0]["weight"], 3);
+    assert_eq!(eps[0]["healthy"], true);
+    assert_eq!(eps[0]["in_rotation"], true);
+    assert_eq!(eps[1]["address"], nobody.to_string());
+    assert_eq!(eps[1]["healthy"], false);
+    assert_eq!(eps[1]["in_rotation"], false);
+}

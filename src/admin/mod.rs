@@ -1,6 +1,7 @@
 //! The admin HTTP listener (HTTP/1.1, loopback by default): `GET /healthz` (the process is up),
 //! `GET /readyz` (every listener is bound and every upstream has a connected endpoint), and
-//! `GET /config` (the effective configuration as YAML), `GET /metrics` (Prometheus text).
+//! `GET /config` (the effective configuration as YAML), `GET /metrics` (Prometheus text), and
+//! `GET /upstreams` (every endpoint's state as JSON).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +55,41 @@ impl AdminState {
 }
 
 impl AdminState {
+    /// Every endpoint's state, as JSON: `{ "upstreams": [ { "name", "endpoints": [ { "address",
+    /// "weight", "in_rotation", "healthy", "connect_failures", "in_flight", "connections" } ] } ] }`.
+    pub fn upstreams_json(&self) -> String {
+        let groups: Vec<serde_json::Value> = self
+            .upstreams
+            .iter()
+            .map(|(name, instances)| {
+                let endpoints: Vec<serde_json::Value> = instances[0]
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ep)| {
+                        let connections: usize = instances
+                            .iter()
+                            .map(|u| u.endpoints[i].pool.open_connections())
+                            .sum();
+                        serde_json::json!({
+                            "address": &*ep.address,
+                            "weight": ep.weight,
+                            "in_rotation": ep.available(),
+                            "healthy": ep.healthy(),
+                            "connect_failures": ep.failures(),
+                            "in_flight": ep.in_flight.load(Ordering::Relaxed),
+                            "connections": connections,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "name": name, "endpoints": endpoints })
+            })
+            .collect();
+        let mut out = serde_json::json!({ "upstreams": groups }).to_string();
+        out.push('\n');
+        out
+    }
+
     /// Pool and endpoint state of every upstream, in Prometheus text.
     pub fn render_upstreams(&self, out: &mut String) {
         use std::fmt::Write as _;
@@ -144,6 +180,14 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             ),
         },
         "/config" => text(StatusCode::OK, state.config_yaml.clone()),
+        "/upstreams" => {
+            let mut r = text(StatusCode::OK, state.upstreams_json());
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
         "/metrics" => {
             let mut out = String::new();
             state.metrics.render(&mut out);
@@ -152,7 +196,7 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz or /config\n".into(),
+            "not found: try /healthz, /readyz, /config, /metrics or /upstreams\n".into(),
         ),
     }
 }
