@@ -1,9 +1,39 @@
 #!/usr/bin/env bash
 # Builds every plugin into plugins/build/: the Rust ones (this cargo workspace, wasm32-wasip2)
 # and the C one. Run from anywhere; the gateway's tests run it before they load plugins.
+#
+# On a fresh machine it first installs what is missing: the wasm32-wasip2 target (rustup),
+# clang, lld and wasi-libc (Debian packages; needs root or sudo), and wit-bindgen and
+# wasm-tools (crates.io; a few minutes, once).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2 >&2
+fi
+if ! command -v clang >/dev/null || [ ! -d /usr/include/wasm32-wasi ]; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || {
+            echo "plugins/build.sh: install clang lld wasi-libc libclang-rt-dev-wasm32 (Debian) first" >&2
+            exit 1
+        }
+        SUDO="sudo"
+    fi
+    echo "plugins/build.sh: installing clang, lld and wasi-libc for the C plugin" >&2
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang lld wasi-libc libclang-rt-dev-wasm32 >/dev/null
+fi
+if ! command -v wit-bindgen >/dev/null; then
+    echo "plugins/build.sh: installing wit-bindgen (once)" >&2
+    cargo install --locked --quiet wit-bindgen-cli@0.61.0 --no-default-features --features c
+fi
+if ! command -v wasm-tools >/dev/null; then
+    echo "plugins/build.sh: installing wasm-tools (once)" >&2
+    cargo install --locked --quiet wasm-tools@1.263.0 --no-default-features --features component
+fi
+
 cargo build --quiet --release --target wasm32-wasip2
 mkdir -p build
 for f in target/wasm32-wasip2/release/*.wasm; do
