@@ -131,23 +131,15 @@ impl Registry {
         }
         out.push_str("# HELP grpc_server_handling_seconds Time from the call's start to its status.\n# TYPE grpc_server_handling_seconds histogram\n");
         for (k, s) in &rows {
-            let l = labels(k);
-            let mut cumulative = 0;
-            for (i, le) in BUCKETS.iter().enumerate() {
-                cumulative += s.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "grpc_server_handling_seconds_bucket{{{l},le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let count = s.count.load(Ordering::Relaxed);
-            let _ = writeln!(
+            write_histogram(
                 out,
-                "grpc_server_handling_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
+                "grpc_server_handling_seconds",
+                &labels(k),
+                &BUCKETS,
+                &s.buckets,
+                s.count.load(Ordering::Relaxed),
+                s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
             );
-            let sum = s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "grpc_server_handling_seconds_sum{{{l}}} {sum}");
-            let _ = writeln!(out, "grpc_server_handling_seconds_count{{{l}}} {count}");
         }
         for (name, help, get) in [
             (
@@ -224,6 +216,27 @@ impl Registry {
 
 /// A Prometheus label value: backslash, double quote and newline escaped (method names come
 /// from clients).
+/// Writes one Prometheus histogram series: cumulative `_bucket` lines for `bounds` (seconds) from
+/// the per-bucket `counts`, then `+Inf`, `_sum` and `_count`.
+pub(crate) fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    counts: &[AtomicU64],
+    count: u64,
+    sum_secs: f64,
+) {
+    let mut cumulative = 0;
+    for (le, n) in bounds.iter().zip(counts) {
+        cumulative += n.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_secs}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+}
+
 pub(crate) fn escape(v: &str) -> std::borrow::Cow<'_, str> {
     if v.contains(['\\', '"', '\n']) {
         v.replace('\\', "\\\\")

@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use crate::interceptor::metrics::{escape, write_histogram};
 use std::time::Duration;
 
 /// Latency bucket bounds, in seconds.
@@ -61,76 +63,70 @@ pub fn render(all: &[(Arc<str>, Arc<Stats>)], out: &mut String) {
     if all.is_empty() {
         return;
     }
-    let esc = crate::interceptor::metrics::escape;
-    out.push_str("# HELP synapsor_plugin_calls_total Plugin hook calls.\n# TYPE synapsor_plugin_calls_total counter\n");
-    for (n, s) in all {
-        for (i, hook) in ["on_request", "on_response"].iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "synapsor_plugin_calls_total{{plugin=\"{}\",hook=\"{hook}\"}} {}",
-                esc(n),
-                s.calls[i].load(Ordering::Relaxed)
-            );
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    // Each counter family: its name, help, and per plugin the (extra label, value) rows.
+    type Rows = fn(&Stats) -> Vec<(String, u64)>;
+    let families: [(&str, &str, Rows); 5] = [
+        ("synapsor_plugin_calls_total", "Plugin hook calls.", |s| {
+            ["on_request", "on_response"]
+                .iter()
+                .zip(&s.calls)
+                .map(|(h, n)| (format!(",hook=\"{h}\""), n.load(Ordering::Relaxed)))
+                .collect()
+        }),
+        (
+            "synapsor_plugin_rejections_total",
+            "Calls a plugin refused.",
+            |s| vec![(String::new(), s.rejections.load(Ordering::Relaxed))],
+        ),
+        (
+            "synapsor_plugin_status_overrides_total",
+            "Statuses a plugin replaced.",
+            |s| vec![(String::new(), s.overrides.load(Ordering::Relaxed))],
+        ),
+        (
+            "synapsor_plugin_errors_total",
+            "Plugin failures, by kind.",
+            |s| {
+                KINDS
+                    .iter()
+                    .zip(&s.errors)
+                    .map(|(k, n)| (format!(",kind=\"{k}\""), n.load(Ordering::Relaxed)))
+                    .collect()
+            },
+        ),
+        (
+            "synapsor_plugin_reloads_total",
+            "Plugin reloads, by result.",
+            |s| {
+                vec![
+                    (",result=\"ok\"".into(), s.reloads.load(Ordering::Relaxed)),
+                    (
+                        ",result=\"failed\"".into(),
+                        s.reload_failures.load(Ordering::Relaxed),
+                    ),
+                ]
+            },
+        ),
+    ];
+    for (name, help, rows) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (n, s) in all {
+            for (extra, v) in rows(s) {
+                let _ = writeln!(out, "{name}{{plugin=\"{}\"{extra}}} {v}", escape(n));
+            }
         }
-    }
-    out.push_str("# HELP synapsor_plugin_rejections_total Calls a plugin refused.\n# TYPE synapsor_plugin_rejections_total counter\n");
-    for (n, s) in all {
-        let _ = writeln!(
-            out,
-            "synapsor_plugin_rejections_total{{plugin=\"{}\"}} {}",
-            esc(n),
-            s.rejections.load(Ordering::Relaxed)
-        );
-    }
-    out.push_str("# HELP synapsor_plugin_status_overrides_total Statuses a plugin replaced.\n# TYPE synapsor_plugin_status_overrides_total counter\n");
-    for (n, s) in all {
-        let _ = writeln!(
-            out,
-            "synapsor_plugin_status_overrides_total{{plugin=\"{}\"}} {}",
-            esc(n),
-            s.overrides.load(Ordering::Relaxed)
-        );
-    }
-    out.push_str("# HELP synapsor_plugin_errors_total Plugin failures, by kind.\n# TYPE synapsor_plugin_errors_total counter\n");
-    for (n, s) in all {
-        for (i, kind) in KINDS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "synapsor_plugin_errors_total{{plugin=\"{}\",kind=\"{kind}\"}} {}",
-                esc(n),
-                s.errors[i].load(Ordering::Relaxed)
-            );
-        }
-    }
-    out.push_str("# HELP synapsor_plugin_reloads_total Plugin reloads, by result.\n# TYPE synapsor_plugin_reloads_total counter\n");
-    for (n, s) in all {
-        let _ = writeln!(
-            out,
-            "synapsor_plugin_reloads_total{{plugin=\"{}\",result=\"ok\"}} {}\nsynapsor_plugin_reloads_total{{plugin=\"{}\",result=\"failed\"}} {}",
-            esc(n),
-            s.reloads.load(Ordering::Relaxed),
-            esc(n),
-            s.reload_failures.load(Ordering::Relaxed)
-        );
     }
     out.push_str("# HELP synapsor_plugin_call_seconds Duration of plugin hook calls.\n# TYPE synapsor_plugin_call_seconds histogram\n");
     for (n, s) in all {
-        let l = format!("plugin=\"{}\"", esc(n));
-        let mut cumulative = 0;
-        for (i, le) in BUCKETS.iter().enumerate() {
-            cumulative += s.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "synapsor_plugin_call_seconds_bucket{{{l},le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let count = s.count.load(Ordering::Relaxed);
-        let _ = writeln!(
+        write_histogram(
             out,
-            "synapsor_plugin_call_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
+            "synapsor_plugin_call_seconds",
+            &format!("plugin=\"{}\"", escape(n)),
+            &BUCKETS,
+            &s.buckets,
+            load(&s.count),
+            load(&s.sum_nanos) as f64 / 1e9,
         );
-        let sum = s.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "synapsor_plugin_call_seconds_sum{{{l}}} {sum}");
-        let _ = writeln!(out, "synapsor_plugin_call_seconds_count{{{l}}} {count}");
     }
 }
