@@ -26,7 +26,17 @@ pub struct Host {
     pub plain: Linker<HostState>,
     /// The linker that also offers WASI p2 (for components that import `wasi:*`).
     pub wasi: Linker<HostState>,
-    cache: Mutex<HashMap<u64, Component>>,
+    cache: Mutex<HashMap<ContentKey, Component>>,
+}
+
+/// Identifies a component file's content: its length and a hash of its bytes.
+pub type ContentKey = (usize, u64);
+
+/// The [`ContentKey`] of `bytes`.
+pub fn content_key(bytes: &[u8]) -> ContentKey {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    (bytes.len(), h.finish())
 }
 
 static HOST: OnceLock<Result<Host, String>> = OnceLock::new();
@@ -81,9 +91,7 @@ impl Host {
     /// Compiles a component (or returns the one already compiled from the same bytes). Slow
     /// (tens of milliseconds): call it off the request path.
     pub fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        bytes.hash(&mut h);
-        let key = h.finish();
+        let key = content_key(bytes);
         if let Some(c) = self
             .cache
             .lock()

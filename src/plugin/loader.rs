@@ -4,7 +4,6 @@
 //! flight finish on the version they started with.
 
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -14,7 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use super::bindings::InterceptorPre;
-use super::engine::host;
+use super::engine::{content_key, host, ContentKey};
 use super::instance::{Limits, PluginShared, Version, VersionParts};
 use super::stats::Stats;
 use crate::config::{Isolation, WasmConfig};
@@ -43,8 +42,7 @@ pub struct Plugin {
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct FileMark {
     modified: Option<SystemTime>,
-    len: u64,
-    hash: u64,
+    content: ContentKey,
 }
 
 /// What `synapsor check` prints about a plugin.
@@ -78,13 +76,9 @@ where
 }
 
 fn mark(path: &Path, bytes: &[u8]) -> FileMark {
-    let meta = std::fs::metadata(path).ok();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
     FileMark {
-        modified: meta.as_ref().and_then(|m| m.modified().ok()),
-        len: bytes.len() as u64,
-        hash: h.finish(),
+        modified: std::fs::metadata(path).and_then(|m| m.modified()).ok(),
+        content: content_key(bytes),
     }
 }
 
@@ -122,7 +116,7 @@ impl Plugin {
         let now = mark(&self.cfg.path, &bytes);
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if seen.hash == now.hash && seen.len == now.len {
+            if seen.content == now.content {
                 *seen = now;
                 return Ok(false);
             }
@@ -159,7 +153,7 @@ impl Plugin {
         let meta = std::fs::metadata(&self.cfg.path).ok();
         let seen = *self.seen.lock().unwrap_or_else(|p| p.into_inner());
         match meta {
-            Some(m) => m.modified().ok() != seen.modified || m.len() != seen.len,
+            Some(m) => m.modified().ok() != seen.modified || m.len() as usize != seen.content.0,
             None => false,
         }
     }
