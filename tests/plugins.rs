@@ -7,46 +7,14 @@ mod support;
 
 use std::time::Duration;
 
-use support::{gateway, http_get, plugin};
+use support::{
+    first_metadata as one, gateway, http_get, metadata_values as seen, staged_config as cfg,
+    wasm_stage as wasm,
+};
 use synapsor_testkit::{Backend, EchoRequest};
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
-
-/// A one-listener config with these stage lines (indented 6 spaces) in front of `backend`.
-fn cfg(backend: &str, stages: &str) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}
-listeners:
-  - name: l
-    listen: 127.0.0.1:0
-    upstream: u
-    interceptors:
-{stages}
-upstreams:
-  - {{ name: u, endpoints: [ \"{backend}\" ] }}
-"
-    )
-}
-
-fn wasm(name: &str, file: &str, extra: &str) -> String {
-    format!(
-        "      - wasm: {{ name: {name}, path: \"{}\", timeout: 2s{extra} }}",
-        plugin(file).display()
-    )
-}
-
-fn seen(b: &Backend, name: &str) -> Vec<String> {
-    let md = b.observed.last_metadata.lock().unwrap().clone().unwrap();
-    md.get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect()
-}
-
-fn one(b: &Backend, name: &str) -> Option<String> {
-    seen(b, name).into_iter().next()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_sees_the_call_and_rewrites_its_metadata() {

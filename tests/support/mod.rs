@@ -140,3 +140,43 @@ pub fn plugin(name: &str) -> std::path::PathBuf {
     });
     root.join("plugins/build").join(format!("{name}.wasm"))
 }
+
+/// A one-listener config (admin on a free port) with these stage lines (indented 6 spaces) in
+/// front of one upstream `u` at `backend`.
+pub fn staged_config(backend: &str, stages: &str) -> String {
+    format!(
+        "admin: {{ listen: 127.0.0.1:0 }}
+listeners:
+  - name: l
+    listen: 127.0.0.1:0
+    upstream: u
+    interceptors:
+{stages}
+upstreams:
+  - {{ name: u, endpoints: [ \"{backend}\" ] }}
+"
+    )
+}
+
+/// A `wasm` stage line for the built plugin `file` (a generous 2 s timeout: debug builds on a
+/// busy machine are slow), with `extra` YAML fields appended.
+pub fn wasm_stage(name: &str, file: &str, extra: &str) -> String {
+    format!(
+        "      - wasm: {{ name: {name}, path: \"{}\", timeout: 2s{extra} }}",
+        plugin(file).display()
+    )
+}
+
+/// Every value of metadata `name` in the last call `b` saw.
+pub fn metadata_values(b: &synapsor_testkit::Backend, name: &str) -> Vec<String> {
+    let md = b.observed.last_metadata.lock().unwrap().clone().unwrap();
+    md.get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// The first value of metadata `name` in the last call `b` saw.
+pub fn first_metadata(b: &synapsor_testkit::Backend, name: &str) -> Option<String> {
+    metadata_values(b, name).into_iter().next()
+}
