@@ -13,6 +13,26 @@ fn synapsor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_synapsor"))
 }
 
+/// Starts `synapsor run -c cfg` and waits (up to 20 s) until its admin `/readyz` answers 200.
+async fn run_until_ready(cfg: &Path, admin: std::net::SocketAddr) -> std::process::Child {
+    let child = synapsor()
+        .args(["run", "-c"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while support::http_get_opt(admin, "/readyz").await != Some(200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "gateway never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
 #[test]
 fn every_file_under_config_is_valid() {
     // config/examples/plugins.yaml loads plugins/build/*.wasm.
@@ -98,21 +118,7 @@ async fn run_drains_on_sigterm_and_exits_zero() {
         ),
     )
     .unwrap();
-    let mut child = synapsor()
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while support::http_get_opt(admin, "/readyz").await != Some(200) {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "gateway never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut child = run_until_ready(&cfg, admin).await;
     let mut c = synapsor_testkit::client(listen).await;
     let call = tokio::spawn(async move {
         c.unary(EchoRequest {
@@ -222,21 +228,7 @@ async fn sighup_reloads_a_changed_plugin() {
         ),
     )
     .unwrap();
-    let mut child = synapsor()
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while support::http_get_opt(admin, "/readyz").await != Some(200) {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "gateway never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut child = run_until_ready(&cfg, admin).await;
     let mut c = synapsor_testkit::client(listen).await;
     let probed = |b: &Backend| {
         let md = b.observed.last_metadata.lock().unwrap().clone().unwrap();
