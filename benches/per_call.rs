@@ -60,8 +60,8 @@ fn per_call(c: &mut Criterion) {
     let up = Upstream::new(&cfg.upstreams[0]);
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     rt.block_on(async {
-        up.start(&stop);
-        while up.endpoints[0].pool.open_connections() == 0 {
+        up.start(&tokio::runtime::Handle::current(), &stop);
+        while up.members().endpoints[0].pool.open_connections() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
@@ -84,7 +84,7 @@ fn per_call(c: &mut Criterion) {
         let cfg = config::parse(&upstream_yaml(policy, &eps), Path::new("b.yaml"))
             .unwrap()
             .config;
-        let group = Upstream::new(&cfg.upstreams[0]);
+        let group = Upstream::new(&cfg.upstreams[0]).members();
         c.bench_function(&format!("pick {policy} (4 endpoints)"), |b| {
             b.iter(|| {
                 group
@@ -94,7 +94,11 @@ fn per_call(c: &mut Criterion) {
         });
     }
     c.bench_function("pool lease + release (live h2 connection)", |b| {
-        b.iter(|| drop(black_box(up.endpoints[0].pool.try_acquire().unwrap())))
+        b.iter(|| {
+            drop(black_box(
+                up.members().endpoints[0].pool.try_acquire().unwrap(),
+            ))
+        })
     });
     c.bench_function("upstream head (8 metadata entries)", |b| {
         b.iter(|| {
@@ -111,13 +115,13 @@ fn per_call(c: &mut Criterion) {
                 .headers
                 .get(grpc::GRPC_TIMEOUT)
                 .and_then(|v| grpc::parse_timeout(v.as_bytes()));
-            let up = router.route(black_box(&parts)).unwrap();
-            let i = up
+            let m = router.route(black_box(&parts)).unwrap().members();
+            let i = m
                 .balancer
-                .pick(&up.endpoints, None, &mut rand::rng())
+                .pick(&m.endpoints, None, &mut rand::rng())
                 .unwrap();
-            let lease = up.endpoints[i].pool.try_acquire().unwrap();
-            let req = upstream_request(&parts, &up.endpoints[i].address, budget);
+            let lease = m.endpoints[i].pool.try_acquire().unwrap();
+            let req = upstream_request(&parts, &m.endpoints[i].address, budget);
             drop(lease);
             req
         })

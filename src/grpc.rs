@@ -57,6 +57,44 @@ impl Code {
         ALL.get(n as usize).copied()
     }
 
+    /// The code with this name: `UNAVAILABLE`, `unavailable` or `Unavailable` (the spelling
+    /// `CANCELED` is accepted too).
+    pub fn from_name(name: &str) -> Option<Code> {
+        const NAMES: [&str; 17] = [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALIDARGUMENT",
+            "DEADLINEEXCEEDED",
+            "NOTFOUND",
+            "ALREADYEXISTS",
+            "PERMISSIONDENIED",
+            "RESOURCEEXHAUSTED",
+            "FAILEDPRECONDITION",
+            "ABORTED",
+            "OUTOFRANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATALOSS",
+            "UNAUTHENTICATED",
+        ];
+        let norm: String = name
+            .chars()
+            .filter(|&c| c != '_')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        let norm = if norm == "CANCELED" {
+            "CANCELLED".into()
+        } else {
+            norm
+        };
+        NAMES
+            .iter()
+            .position(|n| *n == norm)
+            .and_then(|i| Code::from_u32(i as u32))
+    }
+
     /// The decimal form carried in `grpc-status`.
     pub fn as_header(self) -> HeaderValue {
         const DIGITS: [&str; 17] = [

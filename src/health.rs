@@ -12,22 +12,27 @@ use tokio::sync::watch;
 
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::endpoint::EndpointState;
-use crate::upstream::UpstreamGroup;
 
 /// The largest health answer read.
 const MAX_ANSWER: usize = 1024;
 
-/// Starts the checks of every endpoint of `group` on the current runtime; they end when `stop`
-/// turns true.
-pub fn spawn(group: &UpstreamGroup, cfg: &HealthCheckConfig, stop: &watch::Receiver<bool>) {
-    for (address, state) in group.endpoints() {
+/// Starts the checks of each endpoint of group `upstream` on the current runtime; they end
+/// when `stop` turns true or `retire` changes or closes.
+pub fn spawn(
+    upstream: &Arc<str>,
+    endpoints: &[(String, Arc<EndpointState>)],
+    cfg: &HealthCheckConfig,
+    stop: watch::Receiver<bool>,
+    retire: watch::Receiver<bool>,
+) {
+    for (address, state) in endpoints {
         let checker = Checker {
-            upstream: group.name().clone(),
-            address: address.to_string(),
+            upstream: upstream.clone(),
+            address: address.clone(),
             state: state.clone(),
             cfg: cfg.clone(),
         };
-        tokio::spawn(checker.run(stop.clone()));
+        tokio::spawn(checker.run(stop.clone(), retire.clone()));
     }
 }
 
@@ -39,7 +44,7 @@ struct Checker {
 }
 
 impl Checker {
-    async fn run(self, mut stop: watch::Receiver<bool>) {
+    async fn run(self, mut stop: watch::Receiver<bool>, mut retire: watch::Receiver<bool>) {
         let (mut passes, mut fails) = (0u32, 0u32);
         // The first check comes at a random point of the first interval, so endpoints (and
         // gateways) started together do not check in step.
@@ -48,6 +53,7 @@ impl Checker {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => return,
+                _ = retire.changed() => return,
             }
             if *stop.borrow() {
                 return;

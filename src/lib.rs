@@ -26,6 +26,9 @@
 //! - [`upstream`], [`endpoint`]: a group of endpoints and each endpoint's load and health.
 //! - [`health`]: active health checks (gRPC health protocol or TCP) that take endpoints out of
 //!   rotation and bring them back.
+//! - [`outlier`]: passive outlier detection — endpoints whose calls keep failing are ejected
+//!   for a time that grows with each ejection.
+//! - [`discovery`]: `dns://name:port` endpoints, resolved again every `resolve_interval`.
 //! - [`error`]: every way the gateway ends a call, mapped to a gRPC status in one place.
 //! - [`grpc`]: status codes, trailers-only responses, `grpc-timeout`, hop-by-hop headers.
 //! - [`admin`]: `/healthz`, `/readyz`, `/config`.
@@ -35,12 +38,14 @@ pub mod admin;
 pub mod balance;
 pub mod clock;
 pub mod config;
+pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod gateway;
 pub mod grpc;
 pub mod health;
 pub mod interceptor;
+pub mod outlier;
 pub mod plugin;
 pub mod pool;
 pub mod proxy;

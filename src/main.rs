@@ -108,7 +108,7 @@ fn run(path: PathBuf) -> ExitCode {
         .expect("tokio runtime");
     rt.block_on(async move {
         let gateway = match synapsor::Gateway::bind(loaded.config).await {
-            Ok(g) => g,
+            Ok(g) => g.with_source(path),
             Err(e) => {
                 eprintln!("error: {e:#}");
                 return ExitCode::from(1);
@@ -121,7 +121,7 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        wait_for_signal().await;
+        wait_for_signal(running.reloader()).await;
         tracing::info!("shutting down: no new connections, draining calls in flight");
         if running.shutdown().await {
             tracing::info!("drained; bye");
@@ -172,7 +172,7 @@ fn check_plugins(config: &synapsor::config::Config) -> bool {
     ok
 }
 
-async fn wait_for_signal() {
+async fn wait_for_signal(reloader: Option<synapsor::gateway::Reloader>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
@@ -181,7 +181,11 @@ async fn wait_for_signal() {
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading plugins whose files changed");
+                tracing::info!("SIGHUP: reloading the config, and plugins whose files changed");
+                if let Some(r) = reloader.clone() {
+                    // The reload task logs the outcome.
+                    tokio::spawn(async move { r.reload().await });
+                }
                 // Compiling is slow: off this runtime, which also runs the acceptors.
                 std::thread::spawn(synapsor::plugin::reload_all);
             }

@@ -72,7 +72,7 @@ async fn least_request_steers_away_from_long_streams() {
     let gw = gateway(&config(&eps, "    balance: least_request\n")).await;
     let mut c = gw.client().await;
     let up = gw.running.upstream("u").unwrap();
-    let load = |i: usize| up.endpoints[i].in_flight.load(Ordering::Relaxed);
+    let load = |i: usize| up.members().endpoints[i].in_flight.load(Ordering::Relaxed);
     // Six long streams: an open stream counts until it ends, so they spread 3/3.
     let mut streams = Vec::new();
     for _ in 0..6 {

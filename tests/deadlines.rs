@@ -218,7 +218,7 @@ async fn client_cancel_reaches_the_upstream() {
     // The gateway counts nothing in flight afterwards.
     let up = gw.running.upstream("u").unwrap();
     wait_until(10, "in-flight count back to zero", || {
-        up.endpoints[0].in_flight.load(Ordering::Relaxed) == 0
+        up.members().endpoints[0].in_flight.load(Ordering::Relaxed) == 0
     })
     .await;
 }

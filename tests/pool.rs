@@ -158,7 +158,7 @@ async fn max_lifetime_retires_connections_without_cutting_streams() {
     )))
     .await;
     let up = gw.running.upstream("u").unwrap();
-    let first = up.endpoints[0].pool.connection_ids();
+    let first = up.members().endpoints[0].pool.connection_ids();
     let mut c = gw.client().await;
     // A 1.5 s stream outlives its connection's lifetime and still finishes cleanly.
     let mut s = c
@@ -177,7 +177,7 @@ async fn max_lifetime_retires_connections_without_cutting_streams() {
     }
     assert_eq!(n, 15);
     wait_until(10, "only fresh connections in the pool", || {
-        let now = up.endpoints[0].pool.connection_ids();
+        let now = up.members().endpoints[0].pool.connection_ids();
         !now.is_empty() && now.iter().all(|id| !first.contains(id))
     })
     .await;
@@ -198,7 +198,7 @@ async fn quiet_stream_survives_many_keepalive_periods() {
     )))
     .await;
     let up = gw.running.upstream("u").unwrap();
-    let ids = up.endpoints[0].pool.connection_ids();
+    let ids = up.members().endpoints[0].pool.connection_ids();
     let mut c = gw.client().await;
     // Three messages 800 ms apart: the stream is silent for eight PING periods at a time.
     let mut s = c
@@ -217,7 +217,7 @@ async fn quiet_stream_survives_many_keepalive_periods() {
     }
     assert_eq!(n, 3);
     assert_eq!(
-        up.endpoints[0].pool.connection_ids(),
+        up.members().endpoints[0].pool.connection_ids(),
         ids,
         "the same connection throughout"
     );

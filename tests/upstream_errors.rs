@@ -121,9 +121,12 @@ async fn too_many_pings_doubles_the_keepalive_interval() {
     ))
     .await;
     let up = gw.running.upstream("u").unwrap();
-    assert_eq!(up.shared.ping_interval(), Duration::from_millis(100));
+    assert_eq!(
+        up.members().shared.ping_interval(),
+        Duration::from_millis(100)
+    );
     wait_until(10, "the interval to double", || {
-        up.shared.ping_interval() >= Duration::from_millis(200)
+        up.members().shared.ping_interval() >= Duration::from_millis(200)
     })
     .await;
 }

@@ -1,47 +1,96 @@
 //! The admin HTTP listener (HTTP/1.1, loopback by default): `GET /healthz` (the process is up),
-//! `GET /readyz` (every listener is bound and every upstream has a connected endpoint), and
-//! `GET /config` (the effective configuration as YAML), `GET /metrics` (Prometheus text), and
-//! `GET /upstreams` (every endpoint's state as JSON).
+//! `GET /readyz` (every listener is bound and every upstream has a connected endpoint),
+//! `GET /config` (the effective configuration as YAML), `GET /metrics` (Prometheus text),
+//! `GET /upstreams` (every endpoint's state as JSON), and `POST /reload` (reload the config
+//! file; the answer says what changed, or why the file was refused).
+
+mod upstreams;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::interceptor::metrics::escape;
 use crate::interceptor::Registry;
-use crate::upstream::Upstream;
+use crate::upstream::UpstreamGroup;
+
+/// A request to reload the configuration; the answer is a summary of what changed, or the
+/// reason the new file was refused.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
+/// What changes with each reload.
+pub struct AdminView {
+    /// The effective configuration, rendered.
+    pub config_yaml: String,
+    /// Every upstream group.
+    pub upstreams: Vec<Arc<UpstreamGroup>>,
+}
 
 /// What the admin endpoints report on.
 pub struct AdminState {
-    /// The effective configuration, rendered once.
-    pub config_yaml: String,
-    /// Every upstream group, with each worker's instance of it.
-    pub upstreams: Vec<(String, Vec<Arc<Upstream>>)>,
+    view: ArcSwap<AdminView>,
     /// Set once every listener is bound and serving.
     pub listening: AtomicBool,
     /// What the `metrics` stages counted.
     pub metrics: Arc<Registry>,
+    /// Where `POST /reload` sends its request, once reloading is wired up.
+    reload: OnceLock<mpsc::Sender<ReloadRequest>>,
+    /// Reloads applied and refused.
+    reloads: [AtomicU64; 2],
 }
 
 impl AdminState {
+    /// Admin state over `view`.
+    pub fn new(view: AdminView, metrics: Arc<Registry>) -> AdminState {
+        AdminState {
+            view: ArcSwap::from_pointee(view),
+            listening: AtomicBool::new(false),
+            metrics,
+            reload: OnceLock::new(),
+            reloads: Default::default(),
+        }
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<AdminView> {
+        self.view.load_full()
+    }
+
+    /// Replaces the view after a reload.
+    pub fn set_view(&self, view: AdminView) {
+        self.view.store(Arc::new(view));
+    }
+
+    /// Wires `POST /reload` to `tx`.
+    pub fn set_reloader(&self, tx: mpsc::Sender<ReloadRequest>) {
+        let _ = self.reload.set(tx);
+    }
+
+    /// Counts a reload: applied (`true`) or refused.
+    pub fn count_reload(&self, applied: bool) {
+        self.reloads[usize::from(!applied)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Ready, or the reasons it is not.
     pub fn readiness(&self) -> Result<(), String> {
         if !self.listening.load(Ordering::Relaxed) {
             return Err("listeners are not serving".into());
         }
-        let down: Vec<&str> = self
+        let view = self.view();
+        let down: Vec<&str> = view
             .upstreams
             .iter()
-            .filter(|(_, instances)| !instances.iter().any(|u| u.connected()))
-            .map(|(name, _)| name.as_str())
+            .filter(|g| !g.instances().iter().any(|u| u.connected()))
+            .map(|g| &**g.name())
             .collect();
         if down.is_empty() {
             Ok(())
@@ -52,84 +101,37 @@ impl AdminState {
             ))
         }
     }
-}
 
-impl AdminState {
-    /// Every endpoint's state, as JSON: `{ "upstreams": [ { "name", "endpoints": [ { "address",
-    /// "weight", "in_rotation", "healthy", "connect_failures", "in_flight", "connections" } ] } ] }`.
+    /// Every endpoint's state as JSON (see [`upstreams::json`] for the shape).
     pub fn upstreams_json(&self) -> String {
-        let groups: Vec<serde_json::Value> = self
-            .upstreams
-            .iter()
-            .map(|(name, instances)| {
-                let endpoints: Vec<serde_json::Value> = instances[0]
-                    .endpoints
-                    .iter()
-                    .enumerate()
-                    .map(|(i, ep)| {
-                        let connections: usize = instances
-                            .iter()
-                            .map(|u| u.endpoints[i].pool.open_connections())
-                            .sum();
-                        serde_json::json!({
-                            "address": &*ep.address,
-                            "weight": ep.weight,
-                            "in_rotation": ep.available(),
-                            "healthy": ep.healthy(),
-                            "connect_failures": ep.failures(),
-                            "in_flight": ep.in_flight.load(Ordering::Relaxed),
-                            "connections": connections,
-                        })
-                    })
-                    .collect();
-                serde_json::json!({ "name": name, "endpoints": endpoints })
-            })
-            .collect();
-        let mut out = serde_json::json!({ "upstreams": groups }).to_string();
-        out.push('\n');
-        out
+        upstreams::json(&self.view().upstreams)
     }
 
-    /// Pool and endpoint state of every upstream, in Prometheus text.
+    /// Pool, endpoint and reload state, in Prometheus text.
     pub fn render_upstreams(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        out.push_str("# HELP synapsor_upstream_connections Open pooled connections, over all workers.\n# TYPE synapsor_upstream_connections gauge\n");
-        let mut rows = Vec::new();
-        for (name, instances) in &self.upstreams {
-            for (i, ep) in instances[0].endpoints.iter().enumerate() {
-                let conns: usize = instances
-                    .iter()
-                    .map(|u| u.endpoints[i].pool.open_connections())
-                    .sum();
-                rows.push((
-                    escape(name).into_owned(),
-                    escape(&ep.address).into_owned(),
-                    conns,
-                    ep.in_flight.load(Ordering::Relaxed),
-                    ep.available(),
-                ));
-            }
+        upstreams::render(&self.view().upstreams, out);
+        out.push_str("# HELP synapsor_config_reloads_total Configuration reloads, applied or refused.\n# TYPE synapsor_config_reloads_total counter\n");
+        for (i, result) in ["applied", "refused"].iter().enumerate() {
+            out.push_str(&format!(
+                "synapsor_config_reloads_total{{result=\"{result}\"}} {}\n",
+                self.reloads[i].load(Ordering::Relaxed)
+            ));
         }
-        for (u, e, conns, _, _) in &rows {
-            let _ = writeln!(
-                out,
-                "synapsor_upstream_connections{{upstream=\"{u}\",endpoint=\"{e}\"}} {conns}"
-            );
-        }
-        out.push_str("# HELP synapsor_upstream_streams Streams open on each endpoint.\n# TYPE synapsor_upstream_streams gauge\n");
-        for (u, e, _, streams, _) in &rows {
-            let _ = writeln!(
-                out,
-                "synapsor_upstream_streams{{upstream=\"{u}\",endpoint=\"{e}\"}} {streams}"
-            );
-        }
-        out.push_str("# HELP synapsor_endpoint_up 1 while the endpoint is in rotation.\n# TYPE synapsor_endpoint_up gauge\n");
-        for (u, e, _, _, up) in &rows {
-            let _ = writeln!(
-                out,
-                "synapsor_endpoint_up{{upstream=\"{u}\",endpoint=\"{e}\"}} {}",
-                u8::from(*up)
-            );
+    }
+
+    async fn reload(&self) -> Result<String, String> {
+        let tx = self
+            .reload
+            .get()
+            .ok_or("this gateway was not started from a config file")?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(reply)
+            .await
+            .map_err(|_| "the gateway is stopping")?;
+        match tokio::time::timeout(Duration::from_secs(120), answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the reload was abandoned".into()),
+            Err(_) => Err("the reload took longer than 120s".into()),
         }
     }
 }
@@ -152,7 +154,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req)) }
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), svc)
@@ -161,12 +163,24 @@ pub async fn serve(
     }
 }
 
-fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
         r
     };
+    if req.uri().path() == "/reload" {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "POST /reload\n".into());
+        }
+        return match state.reload().await {
+            Ok(summary) => text(StatusCode::OK, format!("reloaded: {summary}\n")),
+            Err(why) => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("not reloaded; the running config stays: {why}\n"),
+            ),
+        };
+    }
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
     }
@@ -179,7 +193,7 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 format!("not ready: {why}\n"),
             ),
         },
-        "/config" => text(StatusCode::OK, state.config_yaml.clone()),
+        "/config" => text(StatusCode::OK, state.view().config_yaml.clone()),
         "/upstreams" => {
             let mut r = text(StatusCode::OK, state.upstreams_json());
             r.headers_mut().insert(
@@ -196,7 +210,8 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz, /config, /metrics or /upstreams\n".into(),
+            "not found: try /healthz, /readyz, /config, /metrics, /upstreams or POST /reload\n"
+                .into(),
         ),
     }
 }

@@ -1,5 +1,8 @@
 //! Load balancers: pick an endpoint of a group among those in rotation.
 //!
+//! Weights are effective weights: a slow-starting endpoint counts for a growing share of its
+//! configured weight.
+//!
 //! - `random_weight`: weighted random.
 //! - `least_request`: fewest in-flight streams per unit of weight; ties broken at random.
 //! - `round_robin`: smooth weighted round robin (nginx's), precomputed into a schedule walked with
@@ -69,7 +72,17 @@ impl Balancer {
         let picked = match self.policy {
             Balance::RandomWeight => random_weight(eps, &ok, rng),
             Balance::LeastRequest => least_request(eps, &ok, rng),
-            Balance::RoundRobin => self.round_robin(&ok),
+            Balance::RoundRobin => {
+                // A slow-starting endpoint keeps its turn only as often as its ramp allows.
+                let ramped = |i: usize| {
+                    ok(i)
+                        && match eps[i].ramp_share() {
+                            None => true,
+                            Some(pct) => rand::random_range(0..100) < pct,
+                        }
+                };
+                self.round_robin(&ramped).or_else(|| self.round_robin(&ok))
+            }
             Balance::P2cEwma => p2c(eps, &ok, rng),
         };
         // The endpoint to avoid is still better than none.
@@ -94,14 +107,14 @@ fn random_weight<R: Rng + ?Sized>(
 ) -> Option<usize> {
     let total: u64 = (0..eps.len())
         .filter(|&i| ok(i))
-        .map(|i| u64::from(eps[i].weight))
+        .map(|i| eps[i].effective_weight())
         .sum();
     if total == 0 {
         return None;
     }
     let mut r = rng.random_range(0..total);
     for i in (0..eps.len()).filter(|&i| ok(i)) {
-        let w = u64::from(eps[i].weight);
+        let w = eps[i].effective_weight();
         if r < w {
             return Some(i);
         }
@@ -123,7 +136,7 @@ fn least_request<R: Rng + ?Sized>(
     let mut ties = 0u32;
     for i in (0..eps.len()).filter(|&i| ok(i)) {
         let load = eps[i].in_flight.load(Ordering::Relaxed) + 1;
-        let w = u64::from(eps[i].weight);
+        let w = eps[i].effective_weight();
         let ord = match best {
             None => std::cmp::Ordering::Less,
             Some((bl, bw)) => (load * bw).cmp(&(bl * w)),
@@ -178,7 +191,7 @@ fn p2c<R: Rng + ?Sized>(
     let cost = |i: usize| {
         let e = &eps[i];
         let load = e.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
-        e.latency.get() * load / f64::from(e.weight)
+        e.latency.get() * load / e.effective_weight() as f64
     };
     let (ca, cb) = (cost(a), cost(b));
     Some(if ca < cb {

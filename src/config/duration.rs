@@ -19,6 +19,10 @@ impl Dur {
     pub const fn millis(ms: u64) -> Dur {
         Dur(Duration::from_millis(ms))
     }
+    /// True for a zero duration (for `skip_serializing_if`).
+    pub fn is_zero(&self) -> bool {
+        self.0.is_zero()
+    }
     /// The duration, or `None` when it is zero (zero means "off" wherever a limit is optional).
     pub fn nonzero(self) -> Option<Duration> {
         (!self.0.is_zero()).then_some(self.0)

@@ -6,7 +6,7 @@ use super::duration::Dur;
 
 /// How and how often each endpoint is checked; an endpoint that fails `unhealthy_threshold`
 /// checks in a row leaves rotation until it passes `healthy_threshold` in a row.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// `grpc` (the `grpc.health.v1.Health/Check` protocol, the default) or `tcp` (a connect).

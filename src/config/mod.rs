@@ -12,6 +12,7 @@ mod health;
 mod interceptor;
 mod locate;
 mod model;
+mod outlier;
 mod plugin;
 mod seed;
 mod validate;
@@ -28,9 +29,10 @@ pub use interceptor::{
     MissingKey, RateLimitConfig, StageConfig,
 };
 pub use model::{
-    AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode, RouteConfig,
-    UpstreamConfig,
+    AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode,
+    ReloadConfig, RouteConfig, UpstreamConfig,
 };
+pub use outlier::OutlierConfig;
 pub use plugin::{ByteSize, Isolation, OnError, WasmConfig, MAX_MEMORY_LIMIT, MAX_TOTAL_INSTANCES};
 pub use validate::validate_keys;
 

@@ -22,6 +22,36 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Named upstream groups that listeners and routes point at.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Reloading this file while the gateway runs.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+}
+
+/// When `synapsor run` reloads its config file: always on SIGHUP and admin `POST /reload`;
+/// on a change to the file when `watch` is on.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Reload when the file's content changes (default `true`).
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// How often the file is read for changes (default `1s`); a change is applied once the
+    /// file has read the same twice in a row, so a half-written file is never loaded.
+    #[serde(default = "default_poll")]
+    pub poll_interval: Dur,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            poll_interval: default_poll(),
+        }
+    }
+}
+
+fn default_poll() -> Dur {
+    Dur::secs(1)
 }
 
 /// How the gateway uses the machine's cores.
@@ -197,6 +227,21 @@ pub struct UpstreamConfig {
     /// Active health checks of every endpoint (none when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<super::health::HealthCheckConfig>,
+    /// Passive outlier detection (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<super::outlier::OutlierConfig>,
+    /// An endpoint that joins or rejoins rotation (added by a reload, back from an ejection or
+    /// a failed health check) ramps from 10% to its full weight over this time; `0` (the
+    /// default) turns it off.
+    #[serde(default, skip_serializing_if = "Dur::is_zero")]
+    pub slow_start: Dur,
+    /// How often `dns://` endpoints are resolved again (default `30s`).
+    #[serde(default = "default_resolve_interval")]
+    pub resolve_interval: Dur,
+}
+
+fn default_resolve_interval() -> Dur {
+    Dur::secs(30)
 }
 
 fn default_request_timeout() -> Dur {
@@ -230,7 +275,7 @@ pub enum PoolMode {
 }
 
 /// Per-endpoint HTTP/2 connection pool settings.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// `strict` or `loose`.

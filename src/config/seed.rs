@@ -202,6 +202,9 @@ impl SeedFile {
                 request_timeout: e.request_timeout.unwrap_or(Dur::secs(30)),
                 pool,
                 health_check: None,
+                outlier_detection: None,
+                slow_start: Dur::default(),
+                resolve_interval: Dur::secs(30),
             });
             let defaults: ListenerConfig = serde_yaml::from_str(&format!(
                 "{{ name: x, listen: \"{}\", upstream: x }}",
@@ -219,6 +222,7 @@ impl SeedFile {
             admin: AdminConfig::default(),
             listeners,
             upstreams,
+            reload: Default::default(),
         };
         (config, warnings, origin)
     }

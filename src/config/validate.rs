@@ -16,6 +16,13 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.runtime.workers > 256 {
         return Err(("runtime.workers".into(), "must be at most 256".into()));
     }
+    let poll = c.reload.poll_interval.0;
+    if poll < std::time::Duration::from_millis(100) || poll > std::time::Duration::from_secs(3600) {
+        return Err((
+            "reload.poll_interval".into(),
+            "must be from 100ms to 1h".into(),
+        ));
+    }
     let mut names = HashSet::new();
     for (i, u) in c.upstreams.iter().enumerate() {
         let at = |f: &str| format!("upstreams[{i}].{f}");
@@ -31,6 +38,18 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
         if let Some(h) = &u.health_check {
             h.validate()
                 .map_err(|(f, m)| (at(&format!("health_check.{f}")), m))?;
+        }
+        if let Some(o) = &u.outlier_detection {
+            o.validate()
+                .map_err(|(f, m)| (at(&format!("outlier_detection.{f}")), m))?;
+        }
+        if u.slow_start.0 > std::time::Duration::from_secs(3600) {
+            return Err((at("slow_start"), "must be at most 1h".into()));
+        }
+        if u.resolve_interval.0 < std::time::Duration::from_millis(100)
+            || u.resolve_interval.0 > std::time::Duration::from_secs(86_400)
+        {
+            return Err((at("resolve_interval"), "must be from 100ms to 24h".into()));
         }
         let mut seen = HashSet::new();
         for (j, e) in u.endpoints.iter().enumerate() {

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::clock;
 use crate::endpoint::Endpoint;
 
-/// Runs until `stop` changes.
+/// Runs until `stop` changes or the pool is retired.
 pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
     let p = ep.pool.inner().clone();
     let s = &p.settings;
@@ -19,6 +19,9 @@ pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
     }
     let tick = tick.max(Duration::from_millis(20));
     loop {
+        if ep.pool.retired() {
+            return;
+        }
         let now = clock::now_ms();
         let list = p.conns.load_full();
         // Connections that retire before the next tick do not count: their replacements are

@@ -137,6 +137,8 @@ pub struct PoolInner {
     dial_generation: AtomicU64,
     last_dial_ok: AtomicBool,
     next_id: AtomicU64,
+    /// Set when the endpoint leaves its group: no new streams or dials.
+    retired: AtomicBool,
 }
 
 /// Why no stream slot could be had.
@@ -146,6 +148,8 @@ pub enum AcquireError {
     Connect(String),
     /// The strict queue was full or the wait timed out.
     Exhausted(String),
+    /// The endpoint left its group (a reload or DNS change removed it).
+    Retired,
 }
 
 /// One stream slot on a connection; give it back by dropping it when the stream ends.
@@ -187,6 +191,7 @@ impl Pool {
                 dial_generation: AtomicU64::new(0),
                 last_dial_ok: AtomicBool::new(true),
                 next_id: AtomicU64::new(1),
+                retired: AtomicBool::new(false),
             }),
         }
     }
@@ -222,9 +227,28 @@ impl Pool {
         self.inner.try_lease()
     }
 
+    /// Takes the pool out of service after its endpoint left the group: no new streams or
+    /// dials, the maintenance task ends, and each connection closes once its streams end.
+    pub fn retire(&self) {
+        let p = &self.inner;
+        p.retired.store(true, Ordering::Release);
+        // Connections close when the last handle goes: the list's, then each lease's.
+        p.conns.store(Arc::new(Vec::new()));
+        p.maint.notify_one();
+        p.wake.notify_waiters();
+    }
+
+    /// True once [`Pool::retire`] ran.
+    pub fn retired(&self) -> bool {
+        self.inner.retired.load(Ordering::Acquire)
+    }
+
     /// Leases a stream slot, dialling or queueing as the settings say.
     pub async fn acquire(&self) -> Result<Lease, AcquireError> {
         let p = &self.inner;
+        if p.retired.load(Ordering::Acquire) {
+            return Err(AcquireError::Retired);
+        }
         if !p.settings.reuse {
             // Dialling is the rare path: boxed, so its large future does not bloat every call's.
             let conn = Box::pin(conn::dial(p, false))
@@ -329,7 +353,8 @@ impl PoolInner {
     /// Dials one connection and adds it to the list; the caller has set `dialing` to 1.
     async fn dial_and_add(self: &Arc<Self>, overflow: bool) -> Result<Arc<Conn>, String> {
         let r = conn::dial(self, overflow).await;
-        if let Ok(c) = &r {
+        // A dial that finishes after the pool retired serves only its caller.
+        if let (Ok(c), false) = (&r, self.retired.load(Ordering::Acquire)) {
             self.conns.rcu(|list| {
                 let mut v = Vec::with_capacity(list.len() + 1);
                 v.extend(list.iter().cloned());

@@ -22,9 +22,10 @@ use super::pump::{Dir, DirError};
 use crate::endpoint::{Endpoint, EndpointState};
 use crate::error::ProxyError;
 use crate::grpc;
+use crate::outlier::Outlier;
 use crate::pool::{AcquireError, Lease};
 use crate::stack::{Body, BoxError, Response};
-use crate::upstream::Upstream;
+use crate::upstream::{Members, Upstream};
 
 /// Counts a stream against its endpoint for as long as it is open.
 struct InFlight(Arc<EndpointState>);
@@ -53,6 +54,8 @@ struct Opened {
 /// A call being proxied.
 pub struct Call {
     upstream: Arc<Upstream>,
+    /// The group's members as the call started (a reload does not move it).
+    members: Arc<Members>,
     parts: Parts,
     started: Instant,
     deadline: Option<Instant>,
@@ -73,6 +76,7 @@ impl Call {
             .and_then(|v| grpc::parse_timeout(v.as_bytes()))
             .map(|d| started + d);
         Call {
+            members: upstream.members(),
             upstream,
             parts,
             started,
@@ -86,7 +90,7 @@ impl Call {
 
     /// Runs the call until the upstream's response headers arrive (or the gateway ends it).
     /// Dropping the future (the client went away) resets the upstream stream.
-    pub async fn run(self, body: Body) -> Result<Response, ProxyError> {
+    pub async fn run(mut self, body: Body) -> Result<Response, ProxyError> {
         let mut dir = Dir::new(body, true);
         let mut deadline = self.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         let mut avoid = None;
@@ -103,18 +107,19 @@ impl Call {
                     if e.never_started() && !retried && index.is_some() && dir.can_replay() {
                         retried = true;
                         avoid = index;
+                        self.refresh_members(&mut avoid);
                         continue;
                     }
                     return Err(e);
                 }
             };
-            let ep = self.upstream.endpoints[opened.index].clone();
+            let ep = self.members.endpoints[opened.index].clone();
             let in_flight = InFlight::new(&ep);
             let sent_at = Instant::now();
 
             // Phase B: response headers, while the request body flows.
             let mut header_timer: Option<Pin<Box<Sleep>>> = self
-                .upstream
+                .members
                 .request_timeout
                 .map(|t| Box::pin(tokio::time::sleep(t)));
             let mut req_broken = false;
@@ -138,7 +143,7 @@ impl Call {
                     if t.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Headers::Timeout(ProxyError::RequestTimeout {
                             upstream: self.upstream.name.to_string(),
-                            timeout: self.upstream.request_timeout.unwrap_or_default(),
+                            timeout: self.members.request_timeout.unwrap_or_default(),
                         }));
                     }
                 }
@@ -148,18 +153,23 @@ impl Call {
             let resp = match got {
                 Headers::Response(Ok(resp)) => resp,
                 Headers::Response(Err(e)) => {
+                    self.failed(&ep);
                     let err = stream_error(&self.upstream.name, &ep, &e, true);
                     if err.never_started() && !retried && dir.can_replay() {
                         tracing::debug!(upstream = %self.upstream.name, endpoint = %ep.address,
                             error = %e, "stream refused before it started; retrying elsewhere");
                         retried = true;
                         avoid = Some(opened.index);
+                        self.refresh_members(&mut avoid);
                         dir.restart();
                         continue;
                     }
                     return Err(err);
                 }
                 Headers::Timeout(err) => {
+                    if let ProxyError::RequestTimeout { .. } = err {
+                        self.failed(&ep);
+                    }
                     opened.send.send_reset(h2::Reason::CANCEL);
                     return Err(err);
                 }
@@ -171,6 +181,13 @@ impl Call {
             let ep_address = ep.address.clone();
             let body = if body.is_end_stream() {
                 // Trailers-only: nothing more will flow either way.
+                if let Some(o) = &self.members.outlier {
+                    o.record_status(
+                        &ep,
+                        &self.members.endpoints,
+                        grpc::status_code(&head.headers),
+                    );
+                }
                 Body::empty()
             } else {
                 Body::boxed(ForwardBody {
@@ -182,6 +199,11 @@ impl Call {
                     started: self.started,
                     upstream: self.upstream.name.clone(),
                     endpoint: ep,
+                    outlier: self
+                        .members
+                        .outlier
+                        .clone()
+                        .map(|o| (o, self.members.clone())),
                     _lease: opened._lease,
                     _in_flight: in_flight,
                 })
@@ -203,25 +225,32 @@ impl Call {
         avoid: Option<usize>,
         end_of_stream: bool,
     ) -> Result<Opened, (Option<usize>, ProxyError)> {
-        let up = &self.upstream;
+        let up = &self.members;
+        let name = &self.upstream.name;
         let index = up
             .balancer
             .pick(&up.endpoints, avoid, &mut rand::rng())
-            .ok_or_else(|| (None, ProxyError::NoHealthyEndpoint(up.name.to_string())))?;
+            .ok_or_else(|| (None, ProxyError::NoHealthyEndpoint(name.to_string())))?;
         let ep = &up.endpoints[index];
         let fail = |e| (Some(index), e);
         let lease = ep.pool.acquire().await.map_err(|e| match e {
             AcquireError::Connect(reason) => {
                 let (n, wait) = ep.connect_failed(up.backoff_max);
-                crate::pool::log_failure(&up.name, &ep.address, n, wait, &reason);
+                crate::pool::log_failure(name, &ep.address, n, wait, &reason);
+                self.failed(ep);
                 fail(ProxyError::Connect {
-                    upstream: up.name.to_string(),
+                    upstream: name.to_string(),
                     endpoint: ep.address.to_string(),
                     reason,
                 })
             }
+            AcquireError::Retired => fail(ProxyError::NotStarted {
+                upstream: name.to_string(),
+                endpoint: ep.address.to_string(),
+                reason: "the endpoint left the group".into(),
+            }),
             AcquireError::Exhausted(reason) => fail(ProxyError::PoolExhausted {
-                upstream: up.name.to_string(),
+                upstream: name.to_string(),
                 endpoint: ep.address.to_string(),
                 reason,
             }),
@@ -229,7 +258,7 @@ impl Call {
         let mut sender = lease.sender();
         let not_started = |e: h2::Error| {
             fail(ProxyError::NotStarted {
-                upstream: up.name.to_string(),
+                upstream: name.to_string(),
                 endpoint: ep.address.to_string(),
                 reason: e.to_string(),
             })
@@ -254,6 +283,25 @@ impl Call {
             response,
             send,
         })
+    }
+}
+
+impl Call {
+    /// Before a retry: when a reload changed the group since the call started, the retry
+    /// picks among the new members (the endpoint to avoid may have left; indices changed).
+    fn refresh_members(&mut self, avoid: &mut Option<usize>) {
+        let now = self.upstream.members();
+        if !Arc::ptr_eq(&now, &self.members) {
+            self.members = now;
+            *avoid = None;
+        }
+    }
+
+    /// Counts a failed call against `ep` for outlier detection.
+    fn failed(&self, ep: &EndpointState) {
+        if let Some(o) = &self.members.outlier {
+            o.failure(ep, &self.members.endpoints, usize::MAX);
+        }
     }
 }
 
@@ -306,6 +354,8 @@ pub struct ForwardBody {
     started: Instant,
     upstream: Arc<str>,
     endpoint: Arc<Endpoint>,
+    /// Outlier detection: the policy and the members it counts against.
+    outlier: Option<(Arc<Outlier>, Arc<Members>)>,
     _lease: Lease,
     _in_flight: InFlight,
 }
@@ -339,7 +389,16 @@ impl http_body::Body for ForwardBody {
             }
         }
         match Pin::new(&mut this.response).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(t), Some((o, m))) = (frame.trailers_ref(), this.outlier.take()) {
+                    o.record_status(&this.endpoint, &m.endpoints, grpc::status_code(t));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(Some(Err(e))) => {
+                if let Some((o, m)) = this.outlier.take() {
+                    o.failure(&this.endpoint, &m.endpoints, usize::MAX);
+                }
                 let err = match e.downcast::<h2::Error>() {
                     Ok(h2e) => stream_error(&this.upstream, &this.endpoint, &h2e, false),
                     Err(other) => return Poll::Ready(Some(Err(other))),

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -64,6 +66,43 @@ impl ListenerSettings {
     }
 }
 
+/// What one worker serves a listener's connections with: the stack (stages, routes, upstreams)
+/// and the limits. A reload swaps it: each new stream takes the stack in force when it starts;
+/// HTTP/2 settings apply to connections accepted after the swap.
+pub struct ListenerSlot {
+    /// The listener's name.
+    pub name: Arc<str>,
+    serving: ArcSwap<Serving>,
+}
+
+/// A listener's stack and settings, as of one reload.
+pub struct Serving {
+    /// Stages around the forwarder.
+    pub stack: Stack,
+    /// Limits and HTTP/2 settings.
+    pub settings: Arc<ListenerSettings>,
+}
+
+impl ListenerSlot {
+    /// A slot serving `serving`.
+    pub fn new(name: &str, serving: Serving) -> Arc<ListenerSlot> {
+        Arc::new(ListenerSlot {
+            name: name.into(),
+            serving: ArcSwap::from_pointee(serving),
+        })
+    }
+
+    /// What new streams get now.
+    pub fn current(&self) -> Arc<Serving> {
+        self.serving.load_full()
+    }
+
+    /// Swaps in a new stack and settings.
+    pub fn set(&self, serving: Serving) {
+        self.serving.store(Arc::new(serving));
+    }
+}
+
 /// A running listener's connection budget; all permits back means every connection has closed.
 pub struct Connections {
     sem: Arc<Semaphore>,
@@ -92,8 +131,10 @@ impl Connections {
 
 /// An accepted connection on its way to a worker.
 pub struct Incoming {
-    /// Which listener (index in the config) accepted it.
-    pub listener: usize,
+    /// What the worker serves it with.
+    pub slot: Arc<ListenerSlot>,
+    /// Turns true when the listener stops (shutdown, or a reload removed it): GOAWAY.
+    pub stop: watch::Receiver<bool>,
     /// The socket, detached from the acceptor's runtime.
     pub tcp: std::net::TcpStream,
     /// The client's address.
@@ -102,26 +143,26 @@ pub struct Incoming {
     pub permit: OwnedSemaphorePermit,
 }
 
-/// Accepts connections until `shutdown` turns true and deals them round robin to the workers,
-/// which serve them on their own runtimes; each connection then sends GOAWAY and ends when its
-/// streams have.
+/// Accepts connections until `shutdown` turns true and deals them round robin to the workers
+/// (`slots[i]` is what worker `i` serves them with), which serve them on their own runtimes;
+/// `goaway` turning true makes each connection send GOAWAY and end when its streams have.
 pub async fn accept_loop(
-    listener: std::net::TcpListener,
-    index: usize,
-    name: Arc<str>,
+    listener: Arc<TcpListener>,
+    slots: Vec<Arc<ListenerSlot>>,
     workers: Vec<mpsc::Sender<Incoming>>,
     conns: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
+    goaway: watch::Receiver<bool>,
 ) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(listener = %name, error = %e, "cannot register the listener");
-            return;
-        }
-    };
+    let name = slots[0].name.clone();
+    if workers.is_empty() {
+        return;
+    }
     let mut next = 0;
     loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
         let permit = tokio::select! {
             p = conns.sem.clone().acquire_owned() => p.expect("semaphore never closed"),
             _ = shutdown.changed() => break,
@@ -140,7 +181,8 @@ pub async fn accept_loop(
         };
         let Ok(tcp) = tcp.into_std() else { continue };
         let incoming = Incoming {
-            listener: index,
+            slot: slots[next].clone(),
+            stop: goaway.clone(),
             tcp,
             peer,
             permit,
@@ -154,16 +196,15 @@ pub async fn accept_loop(
 }
 
 /// Serves one client connection on the current (worker) runtime.
-pub async fn serve_conn(
-    incoming: Incoming,
-    listener: Arc<str>,
-    stack: Stack,
-    settings: Arc<ListenerSettings>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve_conn(incoming: Incoming) {
     let Incoming {
-        tcp, peer, permit, ..
+        tcp,
+        peer,
+        permit,
+        slot,
+        stop: mut shutdown,
     } = incoming;
+    let settings = slot.current().settings.clone();
     let _permit = permit;
     let Ok(tcp) = TcpStream::from_std(tcp) else {
         return;
@@ -203,7 +244,7 @@ pub async fn serve_conn(
         tokio::select! {
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
-                    let (svc, name) = (stack.clone(), listener.clone());
+                    let (svc, name) = (slot.current().stack.clone(), slot.name.clone());
                     tokio::spawn(async move {
                         proxy::serve_stream(svc, &name, peer, req, respond).await
                     });

@@ -3,68 +3,71 @@
 //! per-call path crosses threads; what workers share (endpoint load, health, the balancer's
 //! counters) is atomics.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use super::{serve_conn, Incoming, ListenerSettings};
-use crate::interceptor::Stack;
-use crate::upstream::Upstream;
+use super::{serve_conn, Incoming};
 
 /// Most accepted connections queued for one worker before the acceptor waits.
 pub const QUEUE: usize = 256;
 
-/// Everything a worker serves.
-pub struct WorkerPlan {
-    /// Index, for the thread name.
-    pub index: usize,
-    /// One proxy per listener, in config order, routing to this worker's upstreams.
-    pub listeners: Vec<(Arc<str>, Stack, Arc<ListenerSettings>)>,
-    /// This worker's upstream groups (own pools over shared balancing state).
-    pub upstreams: HashMap<String, Arc<Upstream>>,
-    /// Connections from the acceptors.
-    pub incoming: mpsc::Receiver<Incoming>,
-    /// Turns true when the gateway stops accepting (drain begins).
-    pub stop: watch::Receiver<bool>,
-    /// Turns true (or closes) when the worker should end, in-flight calls or not.
-    pub exit: watch::Receiver<bool>,
+/// A started worker.
+pub struct Worker {
+    /// Where the acceptors send it connections (`None` once closed).
+    incoming: Option<mpsc::Sender<Incoming>>,
+    /// Its runtime, for the tasks that must run there (pool maintenance).
+    pub runtime: Handle,
+    /// Its thread.
+    pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Starts the worker's thread and runtime; returns at once.
-pub fn spawn(plan: WorkerPlan) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("synapsor-w{}", plan.index))
+/// Starts worker `index`'s thread and runtime; returns once the runtime runs. The worker
+/// serves connections until every sender of its queue is gone, then waits for `exit` to turn
+/// true (or close).
+pub fn spawn(index: usize, mut exit: watch::Receiver<bool>) -> std::io::Result<Worker> {
+    let (tx, mut rx) = mpsc::channel::<Incoming>(QUEUE);
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("synapsor-w{index}"))
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("worker runtime");
-            rt.block_on(run(plan));
+            let _ = handle_tx.send(rt.handle().clone());
+            rt.block_on(async move {
+                while let Some(incoming) = rx.recv().await {
+                    tokio::spawn(serve_conn(incoming));
+                }
+                // The acceptors have stopped: connections drain on their own; wait for the
+                // word to exit.
+                while !*exit.borrow_and_update() {
+                    if exit.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
             // Dropping the runtime ends whatever is left (calls past the drain timeout).
-        })
+        })?;
+    let runtime = handle_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("worker runtime failed to start"))?;
+    Ok(Worker {
+        incoming: Some(tx),
+        runtime,
+        thread,
+    })
 }
 
-async fn run(mut plan: WorkerPlan) {
-    for up in plan.upstreams.values() {
-        up.start(&plan.exit);
+impl Worker {
+    /// A sender into the worker's accept queue (`None` after [`Worker::close_queue`]).
+    pub fn queue(&self) -> Option<mpsc::Sender<Incoming>> {
+        self.incoming.clone()
     }
-    while let Some(incoming) = plan.incoming.recv().await {
-        let Some((name, stack, settings)) = plan.listeners.get(incoming.listener) else {
-            continue;
-        };
-        tokio::spawn(serve_conn(
-            incoming,
-            name.clone(),
-            stack.clone(),
-            settings.clone(),
-            plan.stop.clone(),
-        ));
-    }
-    // The acceptors have stopped: connections drain on their own; wait for the word to exit.
-    while !*plan.exit.borrow_and_update() {
-        if plan.exit.changed().await.is_err() {
-            break;
-        }
+
+    /// Drops this handle's sender: once the acceptors' are gone too, the worker stops taking
+    /// connections and waits for the word to exit.
+    pub fn close_queue(&mut self) {
+        self.incoming = None;
     }
 }

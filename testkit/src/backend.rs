@@ -32,6 +32,8 @@ pub struct Observed {
     pub last_timeout: Mutex<Option<String>>,
     /// The metadata of the most recent call.
     pub last_metadata: Mutex<Option<MetadataMap>>,
+    /// When not 0, every unary call is answered with this gRPC code (a sick backend).
+    pub failing: std::sync::atomic::AtomicI32,
 }
 
 impl Observed {
@@ -50,6 +52,10 @@ impl Observed {
     /// Calls inside a handler now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::SeqCst)
+    }
+    /// From now on answer every unary call with gRPC code `code` (0: serve normally again).
+    pub fn set_failing(&self, code: tonic::Code) {
+        self.failing.store(code as i32, Ordering::SeqCst);
     }
 }
 
@@ -284,6 +290,13 @@ impl Echo for EchoService {
         guard.finish();
         if let Some(status) = failure(&body) {
             return Err(status);
+        }
+        let sick = self.observed.failing.load(Ordering::SeqCst);
+        if sick != 0 {
+            return Err(Status::new(
+                tonic::Code::from_i32(sick),
+                "this backend is failing",
+            ));
         }
         let mut resp = Response::new(self.reply(&body, 0));
         echo_metadata(&meta, resp.metadata_mut());

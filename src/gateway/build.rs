@@ -1,0 +1,79 @@
+//! Building what workers serve: each upstream group with one instance per worker, and each
+//! listener's stack (stages, routes, forwarder) per worker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::{ListenerConfig, UpstreamConfig};
+use crate::discovery;
+use crate::interceptor::{Registry, Stages};
+use crate::proxy::Forward;
+use crate::route::Router;
+use crate::server::worker::Worker;
+use crate::server::{ListenerSettings, Serving};
+use crate::upstream::UpstreamGroup;
+
+/// Upstream groups by name.
+pub type Groups = BTreeMap<String, Arc<UpstreamGroup>>;
+
+/// A group for `cfg` with one instance per worker, its `dns://` endpoints resolved (blocking).
+/// Nothing runs yet: see [`start_group`].
+pub fn new_group(cfg: &UpstreamConfig, workers: usize) -> Arc<UpstreamGroup> {
+    let resolved = discovery::resolve_blocking(&cfg.name, &discovery::dns_names(cfg));
+    let group = UpstreamGroup::new(cfg, resolved);
+    for _ in 0..workers {
+        group.instantiate();
+    }
+    group
+}
+
+/// Starts a group: pool maintenance on each worker's runtime, health checks and DNS
+/// re-resolution on the current one.
+pub fn start_group(
+    group: &Arc<UpstreamGroup>,
+    workers: &[Worker],
+    stop: &watch::Receiver<bool>,
+    exit: &watch::Receiver<bool>,
+) {
+    for (up, w) in group.instances().iter().zip(workers) {
+        up.start(&w.runtime, exit);
+    }
+    group.start_health(stop);
+    discovery::spawn(group.clone(), stop.clone());
+}
+
+/// What each worker serves listener `cfg` with (stages are built once and shared by the
+/// workers; routes point at each worker's own upstream instances). Fails when a stage cannot
+/// be built (a keys file or plugin that cannot be loaded), naming the listener.
+pub fn listener_serving(
+    cfg: &ListenerConfig,
+    groups: &Groups,
+    registry: &Arc<Registry>,
+    workers: usize,
+) -> anyhow::Result<Vec<Serving>> {
+    let stages = Stages::new(&cfg.interceptors, &cfg.name, registry)
+        .map_err(|e| anyhow::anyhow!("listener {:?}: {e}", cfg.name))?;
+    let route_stages = cfg
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(r, route)| {
+            Stages::new(&route.interceptors, &cfg.name, registry)
+                .map_err(|e| anyhow::anyhow!("listener {:?}: routes[{r}].{e}", cfg.name))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let settings = Arc::new(ListenerSettings::from_config(cfg));
+    Ok((0..workers)
+        .map(|w| {
+            let router = Router::new(&cfg.routes, cfg.upstream.as_deref(), |name| {
+                groups[name].instances()[w].clone()
+            });
+            Serving {
+                stack: stages.around(Forward::new(router, &route_stages)),
+                settings: settings.clone(),
+            }
+        })
+        .collect())
+}

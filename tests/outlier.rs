@@ -1,0 +1,196 @@
+//! Passive outlier detection against real backends: an endpoint whose calls keep failing with a
+//! configured code (or that refuses connections) is ejected, its ejection grows each time, it
+//! comes back (slow-starting) when the time is up, never more than `max_ejection_percent` of a
+//! group is out, and the state shows in `/upstreams` and `/metrics`.
+
+mod support;
+
+use support::{gateway, http_get, wait_until, TestGateway};
+use synapsor_testkit::{Backend, EchoRequest};
+
+fn cfg(endpoints: &[String], outlier: &str) -> String {
+    support::config(
+        endpoints,
+        &format!(
+            "    balance: round_robin\n    slow_start: 2s\n    outlier_detection: {outlier}\n"
+        ),
+    )
+}
+
+/// `/upstreams` as JSON: the endpoints of the first group.
+async fn endpoints(gw: &TestGateway) -> Vec<serde_json::Value> {
+    let (status, body) = http_get(gw.admin.unwrap(), "/upstreams").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["upstreams"][0]["endpoints"].as_array().unwrap().clone()
+}
+
+async fn endpoint(gw: &TestGateway, addr: &str) -> serde_json::Value {
+    endpoints(gw)
+        .await
+        .into_iter()
+        .find(|e| e["address"] == addr)
+        .unwrap()
+}
+
+/// Sends `n` calls; returns (answers by backend name, failed calls).
+async fn calls(gw: &TestGateway, n: usize) -> (Vec<String>, usize) {
+    let mut c = gw.client().await;
+    let (mut ok, mut failed) = (Vec::new(), 0);
+    for _ in 0..n {
+        match c.unary(EchoRequest::default()).await {
+            Ok(r) => ok.push(r.into_inner().backend),
+            Err(st) => {
+                assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
+                failed += 1;
+            }
+        }
+    }
+    (ok, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_endpoint_is_ejected_for_longer_each_time_and_comes_back() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let gw = gateway(&cfg(
+        &[a.addr.to_string(), b.addr.to_string()],
+        "{ consecutive_failures: 3, base_ejection_time: 1s, max_ejection_time: 10s, max_ejection_percent: 50 }",
+    ))
+    .await;
+    let b_addr = b.addr.to_string();
+    b.observed.set_failing(tonic::Code::Unavailable);
+    let (_, failed) = calls(&gw, 30).await;
+    assert!(
+        failed >= 3,
+        "b's calls failed until it was ejected: {failed}"
+    );
+    let e = endpoint(&gw, &b_addr).await;
+    assert_eq!(e["ejected"], true, "{e}");
+    assert_eq!(e["in_rotation"], false);
+    assert_eq!(e["ejections"], 1);
+    let (ok, failed) = calls(&gw, 20).await;
+    assert_eq!(failed, 0, "no call goes to the ejected endpoint");
+    assert!(ok.iter().all(|n| n == "a"));
+    let (_, metrics) = http_get(gw.admin.unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "synapsor_endpoint_ejected{{upstream=\"u\",endpoint=\"{b_addr}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "synapsor_endpoint_ejections_total{{upstream=\"u\",endpoint=\"{b_addr}\"}} 1"
+    )));
+
+    // It heals; after the ejection it is back, slow-starting, and takes calls again.
+    b.observed.set_failing(tonic::Code::Ok);
+    let before = b.observed.calls();
+    wait_until(10, "b back in rotation", || {
+        let m = gw.running.upstream("u").unwrap().members();
+        m.endpoints[1].available()
+    })
+    .await;
+    let e = endpoint(&gw, &b_addr).await;
+    assert_eq!(e["ejected"], false);
+    assert!(e["slow_start_percent"].as_u64().unwrap() < 100, "{e}");
+    let (_, failed) = calls(&gw, 40).await;
+    assert_eq!(failed, 0);
+    assert!(b.observed.calls() > before, "b takes calls again");
+
+    // Failing again: the second ejection lasts twice as long (2 s).
+    b.observed.set_failing(tonic::Code::Unavailable);
+    let _ = calls(&gw, 60).await;
+    let e = endpoint(&gw, &b_addr).await;
+    assert_eq!(e["ejections"], 2, "{e}");
+    let left = e["ejected_for_ms"].as_u64().unwrap();
+    assert!(
+        left > 1000 && left <= 2000,
+        "second ejection ~2s: {left} ms left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_more_than_max_ejection_percent_and_only_configured_codes() {
+    let bs = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
+    let addrs: Vec<String> = bs.iter().map(|b| b.addr.to_string()).collect();
+    let gw = gateway(&cfg(
+        &addrs,
+        "{ consecutive_failures: 2, codes: [INTERNAL, unavailable], max_ejection_percent: 50 }",
+    ))
+    .await;
+    for b in &bs {
+        b.observed.set_failing(tonic::Code::Internal);
+    }
+    let mut c = gw.client().await;
+    for _ in 0..30 {
+        let st = c.unary(EchoRequest::default()).await.unwrap_err();
+        assert_eq!(st.code(), tonic::Code::Internal, "passed through: {st:?}");
+    }
+    let ejected = endpoints(&gw)
+        .await
+        .iter()
+        .filter(|e| e["ejected"] == true)
+        .count();
+    assert_eq!(ejected, 1, "50% of 3 endpoints rounds down to 1");
+
+    // A code not in the list never ejects.
+    let gw2 = gateway(&cfg(
+        &addrs,
+        "{ consecutive_failures: 1, codes: [UNAVAILABLE] }",
+    ))
+    .await;
+    let mut c = gw2.client().await;
+    for _ in 0..10 {
+        let _ = c.unary(EchoRequest::default()).await.unwrap_err();
+    }
+    assert!(endpoints(&gw2).await.iter().all(|e| e["ejected"] == false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_count_as_failures() {
+    let a = Backend::start("a").await;
+    let dead = support::free_port().to_string();
+    let gw = gateway(&cfg(
+        &[a.addr.to_string(), dead.clone()],
+        "{ consecutive_failures: 1, max_ejection_percent: 50 }",
+    ))
+    .await;
+    // Calls that meet the dead endpoint never started there: they go to a and succeed. Its
+    // connect backoff keeps it out at first; each time that ends, a call tries it.
+    let ejected = || gw.running.upstream("u").unwrap().members().endpoints[1].ejected();
+    let t = std::time::Instant::now();
+    while !ejected() {
+        assert!(
+            t.elapsed().as_secs() < 15,
+            "the dead endpoint was never ejected"
+        );
+        let (ok, failed) = calls(&gw, 10).await;
+        assert_eq!((ok.len(), failed), (10, 0));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(endpoint(&gw, &dead).await["ejections"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn bad_outlier_settings_name_the_field() {
+    let err = synapsor::config::parse(
+        &cfg(&["127.0.0.1:1".into()], "{ codes: [NOPE] }"),
+        std::path::Path::new("o.yaml"),
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "upstreams[0].outlier_detection.codes[0]");
+    assert!(err.to_string().contains("o.yaml:"), "{err}");
+    let err = synapsor::config::parse(
+        &cfg(&["127.0.0.1:1".into()], "{ max_ejection_percent: 101 }"),
+        std::path::Path::new("o.yaml"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.field,
+        "upstreams[0].outlier_detection.max_ejection_percent"
+    );
+}
