@@ -140,3 +140,22 @@ fn concurrent_round_robin_never_misses_a_live_endpoint() {
         assert!(t.join().unwrap());
     }
 }
+
+#[test]
+fn slow_starting_endpoints_get_a_reduced_share() {
+    let eps = endpoints(&[1, 1]);
+    eps[1].set_slow_start(Duration::from_secs(60));
+    eps[1].ramp_from(crate::clock::now_ms());
+    // 10% of its weight at the start of the ramp: 0.1 / 1.1 of the picks by weight; round
+    // robin keeps 10% of its turns (0.05 of the picks).
+    for policy in [Balance::RandomWeight, Balance::RoundRobin] {
+        let b = Balancer::new(policy, &[1, 1]);
+        let s = shares(&b, &eps, 20_000, 7);
+        assert!((0.03..0.14).contains(&s[1]), "{policy:?}: {s:?}");
+    }
+    // Without a window the ramp ends at once.
+    eps[1].set_slow_start(Duration::ZERO);
+    assert_eq!(eps[1].ramp_share(), None);
+    let s = shares(&Balancer::new(Balance::RandomWeight, &[1, 1]), &eps, 20_000, 7);
+    assert!((0.45..0.55).contains(&s[1]), "{s:?}");
+}
