@@ -82,6 +82,7 @@ pub struct Backend {
     /// test sets another status (`set_service_status`).
     pub health: tonic_health::server::HealthReporter,
     stop: Option<oneshot::Sender<()>>,
+    drain: Option<oneshot::Sender<()>>,
     done: Option<oneshot::Receiver<()>>,
 }
 
@@ -104,6 +105,7 @@ impl Backend {
             observed: observed.clone(),
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (drain_tx, drain_rx) = oneshot::channel::<()>();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let (health, health_svc) = tonic_health::server::health_reporter();
         let threads = opts.threads;
@@ -140,7 +142,9 @@ impl Backend {
                     let serve = builder
                         .add_service(health_svc)
                         .add_service(server)
-                        .serve_with_incoming(incoming);
+                        .serve_with_incoming_shutdown(incoming, async {
+                            let _ = drain_rx.await;
+                        });
                     tokio::select! {
                         _ = serve => {}
                         _ = stop_rx => {}
@@ -156,7 +160,17 @@ impl Backend {
             observed,
             health,
             stop: Some(stop_tx),
+            drain: Some(drain_tx),
             done: Some(done_rx),
+        }
+    }
+
+    /// Shuts the backend down gracefully, as a server being deployed away does: it stops
+    /// accepting, sends GOAWAY on every connection, lets calls in flight finish, then ends.
+    /// Returns at once; [`Backend::kill`] or dropping ends it for good.
+    pub fn drain(&mut self) {
+        if let Some(d) = self.drain.take() {
+            let _ = d.send(());
         }
     }
 
