@@ -4,7 +4,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use synapsor_testkit::{Backend, EchoRequest};
@@ -13,24 +13,8 @@ fn synapsor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_synapsor"))
 }
 
-/// Starts `synapsor run -c cfg` and waits (up to 20 s) until its admin `/readyz` answers 200.
 async fn run_until_ready(cfg: &Path, admin: std::net::SocketAddr) -> std::process::Child {
-    let child = synapsor()
-        .args(["run", "-c"])
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while support::http_get_opt(admin, "/readyz").await != Some(200) {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "gateway never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
+    support::run_binary(cfg, admin).await
 }
 
 #[test]

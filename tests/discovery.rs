@@ -85,7 +85,10 @@ async fn dns_endpoints_follow_the_resolver_and_sighup_reloads_the_config() {
     let mut child = run_in_namespace(&hosts, &cfg);
     let t = Instant::now();
     while support::http_get_opt(admin, "/readyz").await != Some(200) {
-        assert!(t.elapsed() < Duration::from_secs(20), "gateway never became ready");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "gateway never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(answering(listen).await, ["a"]);
@@ -107,7 +110,11 @@ async fn dns_endpoints_follow_the_resolver_and_sighup_reloads_the_config() {
     // SIGHUP reloads the config file (watch is off): a static endpoint replaces the name.
     std::fs::write(&cfg, config(&a.addr.to_string())).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(answering(listen).await, ["b"], "nothing changes before the signal");
+    assert_eq!(
+        answering(listen).await,
+        ["b"],
+        "nothing changes before the signal"
+    );
     let hup = Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()

@@ -90,16 +90,25 @@ async fn black_hole_backend_is_cut_by_request_timeout_and_taken_out_by_health_ch
         let started = Instant::now();
         if let Err(st) = c.unary(EchoRequest::default()).await {
             assert!(
-                matches!(st.code(), tonic::Code::DeadlineExceeded | tonic::Code::Unavailable),
+                matches!(
+                    st.code(),
+                    tonic::Code::DeadlineExceeded | tonic::Code::Unavailable
+                ),
                 "{st:?}"
             );
         }
         assert!(started.elapsed() < Duration::from_secs(5), "a call hung");
     }
     let hole_state = || gw.running.upstream("u").unwrap().members().endpoints[0].healthy();
-    wait_until(10, "the black hole fails its health checks", || !hole_state()).await;
+    wait_until(10, "the black hole fails its health checks", || {
+        !hole_state()
+    })
+    .await;
     for _ in 0..20 {
-        let r = c.unary(EchoRequest::default()).await.expect("only the good one serves");
+        let r = c
+            .unary(EchoRequest::default())
+            .await
+            .expect("only the good one serves");
         assert_eq!(r.into_inner().backend, "good");
     }
     eprintln!("black hole out of rotation {:?} after start", t.elapsed());
@@ -163,7 +172,13 @@ async fn backend_going_away_gracefully_under_load_fails_no_call() {
                 }
                 // Some calls are slow, so a few are in flight on a when it says GOAWAY.
                 let delay_ms = if i == 0 { 200 } else { 0 };
-                match c.unary(EchoRequest { delay_ms, ..Default::default() }).await {
+                match c
+                    .unary(EchoRequest {
+                        delay_ms,
+                        ..Default::default()
+                    })
+                    .await
+                {
                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                     Err(st) => {
                         eprintln!("failed: {st:?}");

@@ -156,6 +156,11 @@ fn slow_starting_endpoints_get_a_reduced_share() {
     // Without a window the ramp ends at once.
     eps[1].set_slow_start(Duration::ZERO);
     assert_eq!(eps[1].ramp_share(), None);
-    let s = shares(&Balancer::new(Balance::RandomWeight, &[1, 1]), &eps, 20_000, 7);
+    let s = shares(
+        &Balancer::new(Balance::RandomWeight, &[1, 1]),
+        &eps,
+        20_000,
+        7,
+    );
     assert!((0.45..0.55).contains(&s[1]), "{s:?}");
 }

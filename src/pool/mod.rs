@@ -27,8 +27,13 @@ use crate::config::{PoolConfig, PoolMode};
 
 /// HTTP/2 stream window the gateway announces (upstream and downstream).
 pub const STREAM_WINDOW: u32 = 256 * 1024;
-/// HTTP/2 connection window the gateway announces.
+/// HTTP/2 connection window the gateway announces to clients.
 pub const CONN_WINDOW: u32 = 1024 * 1024;
+/// HTTP/2 connection window the gateway announces to upstreams: room for 1024 full stream
+/// windows. An upstream connection carries many clients' streams; with a window of a few
+/// streams, four clients that stop reading would stall every other stream on it. What the
+/// gateway buffers stays bounded per stream by [`STREAM_WINDOW`].
+pub const UPSTREAM_CONN_WINDOW: u32 = STREAM_WINDOW * 1024;
 /// Largest HTTP/2 frame the gateway accepts.
 pub const MAX_FRAME: u32 = 64 * 1024;
 
@@ -84,7 +89,7 @@ impl PoolSettings {
             keepalive_time: c.keepalive_time.nonzero(),
             keepalive_timeout: c.keepalive_time.nonzero().map(|_| c.keepalive_timeout.0),
             stream_window: STREAM_WINDOW,
-            conn_window: CONN_WINDOW,
+            conn_window: UPSTREAM_CONN_WINDOW,
             max_frame_size: MAX_FRAME,
         }
     }

@@ -106,6 +106,8 @@ enum Outcome {
     Forwarded,
     Failed(String),
     ClientGone,
+    /// The client reset the stream before any response was sent.
+    ResetEarly,
 }
 
 impl std::fmt::Display for Outcome {
@@ -114,26 +116,30 @@ impl std::fmt::Display for Outcome {
             Outcome::Forwarded => f.write_str("forwarded"),
             Outcome::Failed(e) => write!(f, "failed: {e}"),
             Outcome::ClientGone => f.write_str("client cancelled"),
+            Outcome::ResetEarly => f.write_str("client reset before the response"),
         }
     }
 }
 
 /// Serves one client stream to its end through `svc`. Never panics on client input; every
-/// failure is answered with a gRPC status or, for non-gRPC requests, an HTTP status.
+/// failure is answered with a gRPC status or, for non-gRPC requests, an HTTP status. Returns
+/// true when the client reset the stream within [`PREMATURE_RESET`] of opening it (what a
+/// "rapid reset" flood does).
 pub async fn serve_stream<S>(
     svc: S,
     listener: &str,
     peer: std::net::SocketAddr,
     req: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-) where
+) -> bool
+where
     S: Service<Request, Response = Response, Error = BoxError>,
 {
     if let Some(status) = not_grpc(&req) {
         let mut resp = http::Response::new(());
         *resp.status_mut() = status;
         let _ = respond.send_response(resp, true);
-        return;
+        return false;
     }
     // The per-call log line costs nothing unless debug logging is on.
     let log = tracing::enabled!(tracing::Level::DEBUG)
@@ -141,11 +147,18 @@ pub async fn serve_stream<S>(
     let mut req = req.map(Body::h2);
     req.extensions_mut()
         .insert(crate::interceptor::PeerAddr(peer));
+    let started = std::time::Instant::now();
     let outcome = run(svc, req, &mut respond).await;
     if let Some((path, started)) = log {
         tracing::debug!(listener, %path, elapsed = ?started.elapsed(), %outcome, "call");
     }
+    matches!(outcome, Outcome::ResetEarly | Outcome::ClientGone)
+        && started.elapsed() < PREMATURE_RESET
 }
+
+/// A stream the client resets sooner than this after opening it counts towards the
+/// connection's rapid-reset limit.
+pub const PREMATURE_RESET: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn run<S>(svc: S, req: Request, respond: &mut SendResponse<Bytes>) -> Outcome
 where
@@ -157,7 +170,7 @@ where
     // stream).
     let result = tokio::select! {
         r = &mut call => r,
-        _ = poll_fn(|cx| respond.poll_reset(cx)) => return Outcome::ClientGone,
+        _ = poll_fn(|cx| respond.poll_reset(cx)) => return Outcome::ResetEarly,
     };
     let resp = match result {
         Ok(resp) => resp,

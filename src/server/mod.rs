@@ -2,6 +2,7 @@
 //! task per stream, and drain gracefully (GOAWAY, let streams finish) on shutdown.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -195,6 +196,11 @@ pub async fn accept_loop(
     tracing::debug!(listener = %name, "stopped accepting");
 }
 
+/// A connection on which the client reset at least this many streams within a second of opening
+/// them, and at least half of all its streams, is closed with GOAWAY ENHANCE_YOUR_CALM (Envoy's
+/// premature-reset rule).
+pub const RESET_FLOOD_MIN: u64 = 500;
+
 /// Serves one client connection on the current (worker) runtime.
 pub async fn serve_conn(incoming: Incoming) {
     let Incoming {
@@ -240,13 +246,30 @@ pub async fn serve_conn(incoming: Incoming) {
     let age = tokio::time::sleep(jittered_age(settings.max_age));
     tokio::pin!(age);
     let mut aged = false;
+    let resets = Arc::new(AtomicU64::new(0));
+    let (mut streams, mut calmed) = (0u64, false);
     loop {
         tokio::select! {
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
+                    streams += 1;
+                    let early = resets.load(Ordering::Relaxed);
+                    if !calmed && early >= RESET_FLOOD_MIN && early * 2 >= streams {
+                        // The 2023 "rapid reset" pattern: most streams are opened and
+                        // cancelled at once. Each still costs an upstream stream; stop it.
+                        tracing::warn!(%peer, streams, resets = early,
+                            "client resets most streams at once; GOAWAY ENHANCE_YOUR_CALM");
+                        conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                        calmed = true;
+                        draining = true;
+                        continue;
+                    }
                     let (svc, name) = (slot.current().stack.clone(), slot.name.clone());
+                    let resets = resets.clone();
                     tokio::spawn(async move {
-                        proxy::serve_stream(svc, &name, peer, req, respond).await
+                        if proxy::serve_stream(svc, &name, peer, req, respond).await {
+                            resets.fetch_add(1, Ordering::Relaxed);
+                        }
                     });
                 }
                 Some(Err(e)) => {

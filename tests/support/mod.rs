@@ -199,3 +199,50 @@ pub fn metadata_values(b: &synapsor_testkit::Backend, name: &str) -> Vec<String>
 pub fn first_metadata(b: &synapsor_testkit::Backend, name: &str) -> Option<String> {
     metadata_values(b, name).into_iter().next()
 }
+
+/// Starts `synapsor run -c cfg` (the binary built for these tests) and waits (up to 20 s)
+/// until its admin `/readyz` answers 200. Its log goes to the test's output when
+/// `SYNAPSOR_TEST_LOG` is set.
+pub async fn run_binary(cfg: &Path, admin: SocketAddr) -> std::process::Child {
+    let log = || {
+        if std::env::var_os("SYNAPSOR_TEST_LOG").is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        }
+    };
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_synapsor"))
+        .args(["run", "-c"])
+        .arg(cfg)
+        .stdout(log())
+        .stderr(log())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while http_get_opt(admin, "/readyz").await != Some(200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "gateway never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+/// The resident set size of process `pid`, in KiB (`VmRSS` in `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Ends a child process with SIGTERM and reaps it.
+pub fn terminate(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
