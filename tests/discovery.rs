@@ -62,7 +62,7 @@ async fn wait_for_backends(listen: SocketAddr, want: &[&str], what: &str) {
 async fn dns_endpoints_follow_the_resolver_and_sighup_reloads_the_config() {
     let a = Backend::start("a").await;
     let port = a.addr.port();
-    let b = Backend::start_with(
+    let _b = Backend::start_with(
         "b",
         BackendOptions {
             addr: Some(SocketAddr::from(([127, 0, 0, 2], port))),
