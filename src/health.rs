@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::endpoint::EndpointState;
+use crate::tls::{ClientTls, Io};
 
 /// The largest health answer read.
 const MAX_ANSWER: usize = 1024;
@@ -22,11 +23,13 @@ pub fn spawn(
     upstream: &Arc<str>,
     endpoints: &[(String, Arc<EndpointState>)],
     cfg: &HealthCheckConfig,
+    tls: Option<Arc<ClientTls>>,
     stop: watch::Receiver<bool>,
     retire: watch::Receiver<bool>,
 ) {
     for (address, state) in endpoints {
         let checker = Checker {
+            tls: tls.clone(),
             upstream: upstream.clone(),
             address: address.clone(),
             state: state.clone(),
@@ -37,6 +40,7 @@ pub fn spawn(
 }
 
 struct Checker {
+    tls: Option<Arc<ClientTls>>,
     upstream: Arc<str>,
     address: String,
     state: Arc<EndpointState>,
@@ -101,7 +105,14 @@ impl Checker {
             .map_err(|e| format!("connect: {e}"))?;
         match self.cfg.kind {
             HealthCheckKind::Tcp => Ok(()),
-            HealthCheckKind::Grpc => grpc_check(tcp, &self.address, &self.cfg.service).await,
+            HealthCheckKind::Grpc => {
+                let _ = tcp.set_nodelay(true);
+                let io = match &self.tls {
+                    Some(tls) => tls.connect(&self.address, tcp).await?,
+                    None => Io::Plain(tcp),
+                };
+                grpc_check(io, &self.address, &self.cfg.service).await
+            }
         }
     }
 }
@@ -115,9 +126,8 @@ impl Drop for Abort {
     }
 }
 
-async fn grpc_check(tcp: TcpStream, address: &str, service: &str) -> Result<(), String> {
-    let _ = tcp.set_nodelay(true);
-    let (send, conn) = h2::client::handshake(tcp)
+async fn grpc_check(io: Io, address: &str, service: &str) -> Result<(), String> {
+    let (send, conn) = h2::client::handshake(io)
         .await
         .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
     let _conn = Abort(tokio::spawn(async move {

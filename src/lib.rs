@@ -31,6 +31,8 @@
 //! - [`discovery`]: `dns://name:port` endpoints, resolved again every `resolve_interval`.
 //! - [`error`]: every way the gateway ends a call, mapped to a gRPC status in one place.
 //! - [`grpc`]: status codes, trailers-only responses, `grpc-timeout`, hop-by-hop headers.
+//! - [`tls`]: rustls configs for listeners (certificates re-read on change, client
+//!   certificates) and upstreams (CA, mTLS, SNI), and the one stream type for h2c and TLS.
 //! - [`admin`]: `/healthz`, `/readyz`, `/config`.
 //! - [`gateway`]: assembles and runs all of the above from a config.
 
@@ -52,6 +54,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod stack;
+pub mod tls;
 pub mod upstream;
 
 pub use gateway::{Gateway, Running};

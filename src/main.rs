@@ -74,7 +74,7 @@ fn main() -> ExitCode {
                         }
                     }
                 }
-                if !check_plugins(&loaded.config) {
+                if !check_plugins(&loaded.config) || !check_tls(&loaded.config) {
                     return ExitCode::from(2);
                 }
                 eprintln!("{}: ok", config.display());
@@ -166,6 +166,31 @@ fn check_plugins(config: &synapsor::config::Config) -> bool {
                     eprintln!("error: listener {}: plugin {}: {e}", l.name, w.name);
                     ok = false;
                 }
+            }
+        }
+    }
+    ok
+}
+
+/// Loads every TLS certificate, key and CA file; false when one fails.
+fn check_tls(config: &synapsor::config::Config) -> bool {
+    let mut ok = true;
+    for l in &config.listeners {
+        if let Some(t) = &l.tls {
+            match synapsor::tls::ServerTls::new(t) {
+                Ok(_) => eprintln!("listener {}: TLS certificate and key load", l.name),
+                Err(e) => {
+                    eprintln!("error: listener {}: tls: {e}", l.name);
+                    ok = false;
+                }
+            }
+        }
+    }
+    for u in &config.upstreams {
+        if let Some(t) = &u.tls {
+            if let Err(e) = synapsor::tls::ClientTls::new(t) {
+                eprintln!("error: upstream {}: tls: {e}", u.name);
+                ok = false;
             }
         }
     }

@@ -18,6 +18,7 @@ use crate::discovery::{self, Resolved};
 use crate::endpoint::{Endpoint, EndpointState};
 use crate::outlier::Outlier;
 use crate::pool::{self, Pool, PoolSettings, UpstreamShared};
+use crate::tls::ClientTls;
 
 /// What the workers share about an upstream group.
 pub struct UpstreamGroup {
@@ -37,6 +38,7 @@ struct GroupInner {
     settings: PoolSettings,
     shared: Arc<UpstreamShared>,
     outlier: Option<Arc<Outlier>>,
+    tls: Option<Arc<ClientTls>>,
     instances: Vec<Arc<Upstream>>,
     /// Dropping it stops the current health checkers.
     health_stop: Option<watch::Sender<bool>>,
@@ -60,10 +62,15 @@ impl UpstreamGroup {
     }
 
     /// The shared state of the group described by `cfg`, whose `dns://` endpoints resolved
-    /// as `resolved` says.
-    pub fn new(cfg: &UpstreamConfig, resolved: Resolved) -> Arc<UpstreamGroup> {
+    /// as `resolved` says, with its TLS (loaded from `cfg.tls`) when it has any.
+    pub fn new(
+        cfg: &UpstreamConfig,
+        resolved: Resolved,
+        tls: Option<Arc<ClientTls>>,
+    ) -> Arc<UpstreamGroup> {
         let specs = discovery::expand(cfg, &resolved);
-        let settings = PoolSettings::from_config(&cfg.pool);
+        let mut settings = PoolSettings::from_config(&cfg.pool);
+        settings.tls = tls.clone();
         let members: Vec<_> = specs
             .iter()
             .map(|e| {
@@ -84,6 +91,7 @@ impl UpstreamGroup {
                     .as_ref()
                     .map(|o| Outlier::new(&cfg.name, o)),
                 settings,
+                tls,
                 cfg: cfg.clone(),
                 members,
                 instances: Vec::new(),
@@ -137,15 +145,23 @@ impl UpstreamGroup {
     /// Applies fresh lookups of `dns://` endpoints (names missing from `fresh` keep their
     /// addresses).
     pub fn apply_dns(&self, fresh: Resolved) {
-        let cfg = self.lock().cfg.clone();
-        self.update(&cfg, fresh);
+        let (cfg, tls) = {
+            let g = self.lock();
+            (g.cfg.clone(), g.tls.clone())
+        };
+        self.update(&cfg, fresh, tls);
     }
 
     /// Applies a new config to the running group (`fresh`: new lookups of its `dns://`
     /// endpoints; names missing from it keep their last addresses): endpoints that stay keep
     /// their state and pools (weights updated), new ones join (slow-starting), removed ones
     /// drain. Returns whether the member list or its settings changed.
-    pub fn update(&self, cfg: &UpstreamConfig, fresh: Resolved) -> bool {
+    pub fn update(
+        &self,
+        cfg: &UpstreamConfig,
+        fresh: Resolved,
+        tls: Option<Arc<ClientTls>>,
+    ) -> bool {
         let mut g = self.lock();
         let names = discovery::dns_names(cfg);
         g.resolved.retain(|k, _| names.contains(k));
@@ -157,7 +173,7 @@ impl UpstreamGroup {
             g.resolved.insert(k, v);
         }
         let specs = &discovery::expand(cfg, &g.resolved);
-        let pool_changed = g.cfg.pool != cfg.pool;
+        let pool_changed = g.cfg.pool != cfg.pool || g.cfg.tls != cfg.tls;
         let same_members = g.members.len() == specs.len()
             && g.members
                 .iter()
@@ -170,7 +186,9 @@ impl UpstreamGroup {
             return false;
         }
         if pool_changed {
+            g.tls = tls;
             g.settings = PoolSettings::from_config(&cfg.pool);
+            g.settings.tls = g.tls.clone();
             g.shared = UpstreamShared::new(&cfg.name, g.settings.keepalive_time);
         }
         let now = crate::clock::now_ms();
@@ -200,7 +218,8 @@ impl UpstreamGroup {
                 .as_ref()
                 .map(|o| Outlier::new(&cfg.name, o));
         }
-        let health_changed = g.cfg.health_check != cfg.health_check || !same_members;
+        let health_changed =
+            g.cfg.health_check != cfg.health_check || !same_members || pool_changed;
         g.cfg = cfg.clone();
         g.members = members;
         for up in g.instances.clone() {
@@ -262,7 +281,7 @@ impl GroupInner {
             return;
         };
         let (tx, rx) = watch::channel(false);
-        crate::health::spawn(name, &self.members, &h, stop, rx);
+        crate::health::spawn(name, &self.members, &h, self.tls.clone(), stop, rx);
         self.health_stop = Some(tx);
     }
 
@@ -309,7 +328,7 @@ pub struct Upstream {
 impl Upstream {
     /// A group used by a single worker (builds its shared state too).
     pub fn new(cfg: &UpstreamConfig) -> Arc<Upstream> {
-        UpstreamGroup::new(cfg, Resolved::new()).instantiate()
+        UpstreamGroup::new(cfg, Resolved::new(), None).instantiate()
     }
 
     /// The current members and settings.

@@ -15,6 +15,7 @@ mod model;
 mod outlier;
 mod plugin;
 mod seed;
+mod tls;
 mod validate;
 
 use std::fmt;
@@ -34,6 +35,7 @@ pub use model::{
 };
 pub use outlier::OutlierConfig;
 pub use plugin::{ByteSize, Isolation, OnError, WasmConfig, MAX_MEMORY_LIMIT, MAX_TOTAL_INSTANCES};
+pub use tls::{ListenerTlsConfig, UpstreamTlsConfig};
 pub use validate::validate_keys;
 
 /// A configuration error: where it is, which field, and what is wrong.

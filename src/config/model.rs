@@ -150,6 +150,9 @@ pub struct ListenerConfig {
     /// is closed.
     #[serde(default = "default_age_grace")]
     pub max_connection_age_grace: Dur,
+    /// TLS (ALPN h2) on this listener; h2c when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::tls::ListenerTlsConfig>,
 }
 
 fn default_age_grace() -> Dur {
@@ -217,6 +220,9 @@ pub struct UpstreamConfig {
     pub balance: Balance,
     /// The endpoints: `host:port#weight` or `{ address, weight }`.
     pub endpoints: Vec<EndpointSpec>,
+    /// TLS towards the endpoints (h2c when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::tls::UpstreamTlsConfig>,
     /// Longest wait for the upstream's response headers (never cuts a stream that has begun);
     /// `0` turns it off.
     #[serde(default = "default_request_timeout")]

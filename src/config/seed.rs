@@ -203,6 +203,7 @@ impl SeedFile {
                 pool,
                 health_check: None,
                 outlier_detection: None,
+                tls: None,
                 slow_start: Dur::default(),
                 resolve_interval: Dur::secs(30),
             });

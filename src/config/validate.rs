@@ -39,6 +39,10 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             h.validate()
                 .map_err(|(f, m)| (at(&format!("health_check.{f}")), m))?;
         }
+        if let Some(t) = &u.tls {
+            t.validate()
+                .map_err(|(f, m)| (at(&format!("tls.{f}")), m))?;
+        }
         if let Some(o) = &u.outlier_detection {
             o.validate()
                 .map_err(|(f, m)| (at(&format!("outlier_detection.{f}")), m))?;
@@ -107,6 +111,10 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
         }
         if !lnames.insert(l.name.as_str()) {
             return Err((at("name"), format!("duplicate listener name {:?}", l.name)));
+        }
+        if let Some(t) = &l.tls {
+            t.validate()
+                .map_err(|(f, m)| (at(&format!("tls.{f}")), m))?;
         }
         // Port 0 (any free port, as tests use) can never clash.
         if l.listen.port() != 0 && !addrs.insert(l.listen) {

@@ -13,20 +13,44 @@ use crate::proxy::Forward;
 use crate::route::Router;
 use crate::server::worker::Worker;
 use crate::server::{ListenerSettings, Serving};
+use crate::tls::{ClientTls, ServerTls};
 use crate::upstream::UpstreamGroup;
 
 /// Upstream groups by name.
 pub type Groups = BTreeMap<String, Arc<UpstreamGroup>>;
 
-/// A group for `cfg` with one instance per worker, its `dns://` endpoints resolved (blocking).
-/// Nothing runs yet: see [`start_group`].
-pub fn new_group(cfg: &UpstreamConfig, workers: usize) -> Arc<UpstreamGroup> {
+/// A group for `cfg` with one instance per worker, its `dns://` endpoints resolved (blocking)
+/// and its TLS files loaded (the error names the upstream and the file). Nothing runs yet:
+/// see [`start_group`].
+pub fn new_group(cfg: &UpstreamConfig, workers: usize) -> anyhow::Result<Arc<UpstreamGroup>> {
+    let tls = upstream_tls(cfg)?;
     let resolved = discovery::resolve_blocking(&cfg.name, &discovery::dns_names(cfg));
-    let group = UpstreamGroup::new(cfg, resolved);
+    let group = UpstreamGroup::new(cfg, resolved, tls);
     for _ in 0..workers {
         group.instantiate();
     }
-    group
+    Ok(group)
+}
+
+/// The TLS of upstream `cfg`, loaded from its files.
+pub fn upstream_tls(cfg: &UpstreamConfig) -> anyhow::Result<Option<Arc<ClientTls>>> {
+    cfg.tls
+        .as_ref()
+        .map(ClientTls::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("upstream {:?}: tls: {e}", cfg.name))
+}
+
+/// The settings of listener `cfg`, with its TLS files loaded (the error names the listener
+/// and the file).
+pub fn listener_settings(cfg: &ListenerConfig) -> anyhow::Result<Arc<ListenerSettings>> {
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(ServerTls::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("listener {:?}: tls: {e}", cfg.name))?;
+    Ok(Arc::new(ListenerSettings::from_config(cfg, tls)))
 }
 
 /// Starts a group: pool maintenance on each worker's runtime, health checks and DNS
@@ -64,7 +88,7 @@ pub fn listener_serving(
                 .map_err(|e| anyhow::anyhow!("listener {:?}: routes[{r}].{e}", cfg.name))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let settings = Arc::new(ListenerSettings::from_config(cfg));
+    let settings = listener_settings(cfg)?;
     Ok((0..workers)
         .map(|w| {
             let router = Router::new(&cfg.routes, cfg.upstream.as_deref(), |name| {

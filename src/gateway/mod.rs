@@ -91,8 +91,8 @@ impl Gateway {
             .config
             .upstreams
             .iter()
-            .map(|u| (u.name.clone(), build::new_group(u, n)))
-            .collect();
+            .map(|u| Ok((u.name.clone(), build::new_group(u, n)?)))
+            .collect::<anyhow::Result<_>>()?;
         let mut servings = Vec::new();
         for (c, _) in &self.listeners {
             servings.push(build::listener_serving(c, &groups, &registry, n)?);

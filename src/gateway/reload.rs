@@ -29,6 +29,7 @@ use crate::config::{Config, ListenerConfig, UpstreamConfig};
 use crate::discovery::{self, Resolved};
 use crate::interceptor::Registry;
 use crate::server::{self, Serving};
+use crate::tls::ClientTls;
 use crate::upstream::UpstreamGroup;
 
 /// Asks the gateway's reload task to reload its config file. Cloning is cheap.
@@ -146,17 +147,25 @@ struct Snapshot {
 struct Prepared {
     config: Config,
     added: Groups,
-    changed: Vec<(Arc<UpstreamGroup>, UpstreamConfig, Resolved)>,
+    changed: Vec<GroupChange>,
     removed: Vec<String>,
     listeners: Vec<ListenerPlan>,
     notes: Vec<String>,
 }
 
+/// A running group, its new config, fresh lookups of its names, and its TLS as loaded.
+type GroupChange = (
+    Arc<UpstreamGroup>,
+    UpstreamConfig,
+    Resolved,
+    Option<Arc<ClientTls>>,
+);
+
 enum ListenerPlan {
     /// New stages or routes (and maybe settings).
     Stack(ListenerConfig, Vec<Serving>),
     /// Only limits changed: the current stacks with new settings.
-    Settings(ListenerConfig),
+    Settings(ListenerConfig, Arc<server::ListenerSettings>),
     /// A new listener, or one that moved to another address.
     Bind(ListenerConfig, std::net::TcpListener, Vec<Serving>),
     Remove(String),
@@ -189,13 +198,14 @@ fn prepare(old: Snapshot, mut config: Config) -> Result<Prepared, String> {
             Some(g) => {
                 let before = old.config.upstreams.iter().find(|o| o.name == u.name);
                 if before.map(yaml) != Some(yaml(u)) {
+                    let tls = build::upstream_tls(u).map_err(|e| format!("{e:#}"))?;
                     let fresh = discovery::resolve_blocking(&u.name, &discovery::dns_names(u));
-                    changed.push((g.clone(), u.clone(), fresh));
+                    changed.push((g.clone(), u.clone(), fresh, tls));
                 }
                 groups.insert(u.name.clone(), g.clone());
             }
             None => {
-                let g = build::new_group(u, old.workers);
+                let g = build::new_group(u, old.workers).map_err(|e| format!("{e:#}"))?;
                 added.insert(u.name.clone(), g.clone());
                 groups.insert(u.name.clone(), g);
             }
@@ -217,7 +227,8 @@ fn prepare(old: Snapshot, mut config: Config) -> Result<Prepared, String> {
                         .map_err(|e| format!("{e:#}"))?;
                     ListenerPlan::Stack(l.clone(), serving)
                 } else if yaml(b) != yaml(l) {
-                    ListenerPlan::Settings(l.clone())
+                    let settings = build::listener_settings(l).map_err(|e| format!("{e:#}"))?;
+                    ListenerPlan::Settings(l.clone(), settings)
                 } else {
                     continue;
                 }
@@ -258,8 +269,8 @@ fn apply(live: &mut Live, p: Prepared) -> String {
         live.groups.insert(name.clone(), g.clone());
         said.push(format!("upstream {name} added"));
     }
-    for (g, cfg, fresh) in p.changed {
-        g.update(&cfg, fresh);
+    for (g, cfg, fresh, tls) in p.changed {
+        g.update(&cfg, fresh, tls);
         said.push(format!("upstream {} changed", cfg.name));
     }
     for plan in p.listeners {
@@ -270,9 +281,8 @@ fn apply(live: &mut Live, p: Prepared) -> String {
                     l.update(cfg, serving, &live.workers);
                 }
             }
-            ListenerPlan::Settings(cfg) => {
+            ListenerPlan::Settings(cfg, settings) => {
                 said.push(format!("listener {} settings changed", cfg.name));
-                let settings = Arc::new(server::ListenerSettings::from_config(&cfg));
                 let n = live.workers.len();
                 if let Some(l) = find(&mut live.listeners, &cfg.name) {
                     let serving = (0..n)

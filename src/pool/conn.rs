@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use tokio::net::TcpStream;
+
+use crate::tls::Io;
 use tokio::sync::Notify;
 
 use super::PoolInner;
@@ -114,12 +116,16 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
             .ok_or_else(|| "resolve: no address".to_string())?;
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
+        let io = match &s.tls {
+            Some(tls) => tls.connect(&pool.address, tcp).await?,
+            None => Io::Plain(tcp),
+        };
         let (send, mut conn) = h2::client::Builder::new()
             .initial_window_size(s.stream_window)
             .initial_connection_window_size(s.conn_window)
             .max_frame_size(s.max_frame_size)
             .enable_push(false)
-            .handshake::<_, Bytes>(tcp)
+            .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
         let mut ping = conn.ping_pong().expect("first ping_pong");
@@ -171,7 +177,7 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
 
 /// Runs the connection until it ends, a keepalive PING goes unanswered, or it is killed.
 async fn drive(
-    conn: h2::client::Connection<TcpStream, Bytes>,
+    conn: h2::client::Connection<Io, Bytes>,
     ping: h2::PingPong,
     shared: Arc<ConnShared>,
     id: u64,

@@ -70,6 +70,8 @@ pub struct PoolSettings {
     pub conn_window: u32,
     /// HTTP/2 max frame size.
     pub max_frame_size: u32,
+    /// TLS towards the endpoint (h2c when `None`).
+    pub tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
 impl PoolSettings {
@@ -91,6 +93,7 @@ impl PoolSettings {
             stream_window: STREAM_WINDOW,
             conn_window: UPSTREAM_CONN_WINDOW,
             max_frame_size: MAX_FRAME,
+            tls: None,
         }
     }
 }

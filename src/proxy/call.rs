@@ -95,6 +95,7 @@ impl Call {
         let mut deadline = self.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         let mut avoid = None;
         let mut retried = false;
+        let mut first_error = None;
         loop {
             // Phase A: an endpoint, a stream slot, a stream.
             let opened = tokio::select! {
@@ -108,7 +109,12 @@ impl Call {
                         retried = true;
                         avoid = index;
                         self.refresh_members(&mut avoid);
+                        first_error = Some(e);
                         continue;
+                    }
+                    // Nowhere left to retry: the first failure says more than "no endpoint".
+                    if let (ProxyError::NoHealthyEndpoint(_), Some(first)) = (&e, first_error) {
+                        return Err(first);
                     }
                     return Err(e);
                 }

@@ -129,6 +129,7 @@ pub async fn serve_stream<S>(
     svc: S,
     listener: &str,
     peer: std::net::SocketAddr,
+    identity: Option<crate::interceptor::Principal>,
     req: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) -> bool
@@ -147,6 +148,10 @@ where
     let mut req = req.map(Body::h2);
     req.extensions_mut()
         .insert(crate::interceptor::PeerAddr(peer));
+    if let Some(id) = identity {
+        // The client certificate's identity, until an auth stage says otherwise.
+        req.extensions_mut().insert(id);
+    }
     let started = std::time::Instant::now();
     let outcome = run(svc, req, &mut respond).await;
     if let Some((path, started)) = log {

@@ -12,9 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ListenerConfig;
+use crate::interceptor::Principal;
 use crate::interceptor::Stack;
 use crate::pool::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::proxy;
+use crate::tls::{Io, ServerTls};
 
 pub mod worker;
 
@@ -45,11 +47,13 @@ pub struct ListenerSettings {
     pub keepalive: Option<(Duration, Duration)>,
     /// Connection age before GOAWAY (`None`: never), and the grace after it.
     pub max_age: Option<(Duration, Duration)>,
+    /// TLS (`None`: h2c).
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl ListenerSettings {
-    /// From the YAML.
-    pub fn from_config(c: &ListenerConfig) -> ListenerSettings {
+    /// From the YAML, with the listener's TLS already loaded.
+    pub fn from_config(c: &ListenerConfig, tls: Option<Arc<ServerTls>>) -> ListenerSettings {
         ListenerSettings {
             max_connections: c.max_connections,
             max_concurrent_streams: c.max_concurrent_streams,
@@ -63,6 +67,7 @@ impl ListenerSettings {
                 .max_connection_age
                 .nonzero()
                 .map(|a| (a, c.max_connection_age_grace.0)),
+            tls,
         }
     }
 }
@@ -216,6 +221,35 @@ pub async fn serve_conn(incoming: Incoming) {
         return;
     };
     let _ = tcp.set_nodelay(true);
+    let (io, identity) = match &settings.tls {
+        None => (Io::Plain(tcp), None),
+        Some(tls) => {
+            let accept = tls.acceptor().accept(tcp);
+            match tokio::time::timeout(settings.handshake_timeout, accept).await {
+                Ok(Ok(s)) => {
+                    let (_, session) = s.get_ref();
+                    if session.alpn_protocol() != Some(b"h2") {
+                        tracing::debug!(%peer, "TLS client did not offer ALPN h2; closing");
+                        return;
+                    }
+                    let identity = session
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(crate::tls::identity)
+                        .map(Principal);
+                    (Io::Server(Box::new(s)), identity)
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "no TLS handshake in time; closing");
+                    return;
+                }
+            }
+        }
+    };
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(settings.max_concurrent_streams)
@@ -224,7 +258,7 @@ pub async fn serve_conn(incoming: Incoming) {
         .initial_connection_window_size(CONN_WINDOW)
         .max_frame_size(MAX_FRAME);
     let mut conn =
-        match tokio::time::timeout(settings.handshake_timeout, builder.handshake(tcp)).await {
+        match tokio::time::timeout(settings.handshake_timeout, builder.handshake(io)).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
@@ -266,8 +300,9 @@ pub async fn serve_conn(incoming: Incoming) {
                     }
                     let (svc, name) = (slot.current().stack.clone(), slot.name.clone());
                     let resets = resets.clone();
+                    let identity = identity.clone();
                     tokio::spawn(async move {
-                        if proxy::serve_stream(svc, &name, peer, req, respond).await {
+                        if proxy::serve_stream(svc, &name, peer, identity, req, respond).await {
                             resets.fetch_add(1, Ordering::Relaxed);
                         }
                     });

@@ -68,6 +68,9 @@ pub struct BackendOptions {
     pub max_concurrent_streams: Option<u32>,
     /// Runtime worker threads; 0 runs the backend on one current-thread runtime.
     pub threads: usize,
+    /// Serve TLS: (certificate chain PEM, key PEM, CA PEM that client certificates must
+    /// chain to, if any).
+    pub tls: Option<(String, String, Option<String>)>,
 }
 
 /// A running echo backend. Dropping it (or [`Backend::kill`]) stops it abruptly.
@@ -131,6 +134,14 @@ impl Backend {
                         .max_decoding_message_size(usize::MAX)
                         .max_encoding_message_size(usize::MAX);
                     let mut builder = tonic::transport::Server::builder();
+                    if let Some((cert, key, ca)) = &opts.tls {
+                        let mut tls = tonic::transport::ServerTlsConfig::new()
+                            .identity(tonic::transport::Identity::from_pem(cert, key));
+                        if let Some(ca) = ca {
+                            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+                        }
+                        builder = builder.tls_config(tls).expect("backend TLS config");
+                    }
                     if let Some(n) = opts.max_concurrent_streams {
                         builder = builder.max_concurrent_streams(n);
                     }
