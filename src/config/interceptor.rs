@@ -139,6 +139,12 @@ pub struct RateLimitConfig {
     /// For `metadata:NAME` keys: what a call without that metadata gets.
     #[serde(default)]
     pub missing_key: MissingKey,
+    /// Buckets shared with other replicas (in Redis); in this process when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<super::limit_backend::LimitBackend>,
+    /// With `backend`: what a call gets when the store fails (default `local`).
+    #[serde(default)]
+    pub on_backend_error: super::limit_backend::OnBackendError,
 }
 
 /// `concurrency_limit`: at most `max` calls in flight per key; a stream holds its slot until it

@@ -10,6 +10,7 @@ mod duration;
 mod endpoint;
 mod health;
 mod interceptor;
+mod limit_backend;
 mod locate;
 mod model;
 mod outlier;
@@ -29,6 +30,7 @@ pub use interceptor::{
     ApiKeyEntry, Cidr, ConcurrencyLimitConfig, JwtConfig, KeySpec, LogFormat, MetricsConfig,
     MissingKey, RateLimitConfig, StageConfig,
 };
+pub use limit_backend::{LimitBackend, OnBackendError};
 pub use model::{
     AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode,
     ReloadConfig, RouteConfig, UpstreamConfig,

@@ -264,6 +264,10 @@ fn validate_stage(stage: &StageConfig) -> Result<(), (String, String)> {
             if r.burst == Some(0) {
                 return Err(("burst".into(), "must be at least 1".into()));
             }
+            if let Some(b) = &r.backend {
+                b.validate(r.burst.unwrap_or(r.rate))
+                    .map_err(|(f, m)| (format!("backend.{f}"), m))?;
+            }
             (&r.methods, r.max_keys)
         }
         StageConfig::ConcurrencyLimit(c) => {

@@ -73,6 +73,8 @@ pub struct Registry {
     upstream_handled: DashMap<(Arc<str>, Arc<str>, usize), AtomicU64>,
     /// Each plugin's name and counters.
     plugins: std::sync::Mutex<Vec<(Arc<str>, Arc<crate::plugin::Stats>)>>,
+    /// Each shared rate limit's store, by stage (`listener:index`).
+    limit_stores: std::sync::Mutex<Vec<(String, Arc<super::shared_limit::RedisStore>)>>,
 }
 
 impl Registry {
@@ -89,8 +91,20 @@ impl Registry {
             .push((name, stats));
     }
 
+    /// Adds a shared rate limit's store to what [`Registry::render`] shows; a stage rebuilt by
+    /// a reload replaces the one before it.
+    pub fn add_limit_store(&self, stage: String, store: Arc<super::shared_limit::RedisStore>) {
+        let mut all = self.limit_stores.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|(s, _)| *s != stage);
+        all.push((stage, store));
+    }
+
     /// The Prometheus text exposition of everything counted so far.
     pub fn render(&self, out: &mut String) {
+        super::shared_limit::render(
+            &self.limit_stores.lock().unwrap_or_else(|p| p.into_inner()),
+            out,
+        );
         crate::plugin::render_stats(&self.plugins.lock().unwrap_or_else(|p| p.into_inner()), out);
         let mut rows: Vec<_> = self
             .series

@@ -14,6 +14,7 @@ mod jwt;
 mod key;
 pub(crate) mod metrics;
 mod rate_limit;
+pub mod shared_limit;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -125,6 +126,7 @@ pub struct Stages(Vec<StageLayer>);
 #[derive(Clone)]
 enum StageLayer {
     RateLimit(RateLimitLayer),
+    SharedLimit(shared_limit::SharedLimitLayer),
     ConcurrencyLimit(ConcurrencyLimitLayer),
     ApiKey(ApiKeyLayer),
     Access(AccessLayer),
@@ -147,7 +149,14 @@ impl Stages {
             .enumerate()
             .map(|(i, c)| {
                 Ok(match c {
-                    StageConfig::RateLimit(c) => StageLayer::RateLimit(RateLimitLayer::new(c)),
+                    StageConfig::RateLimit(c) => match &c.backend {
+                        Some(b) => {
+                            let l = shared_limit::SharedLimitLayer::new(c, b, listener, i);
+                            registry.add_limit_store(format!("{listener}:{i}"), l.store());
+                            StageLayer::SharedLimit(l)
+                        }
+                        None => StageLayer::RateLimit(RateLimitLayer::new(c)),
+                    },
                     StageConfig::ConcurrencyLimit(c) => {
                         StageLayer::ConcurrencyLimit(ConcurrencyLimitLayer::new(c))
                     }
@@ -201,6 +210,7 @@ impl Stages {
                 StageLayer::RateLimit(l) => {
                     BoxCloneSyncService::new(CheckLayer(l.clone()).layer(svc))
                 }
+                StageLayer::SharedLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::ConcurrencyLimit(l) => BoxCloneSyncService::new(l.layer(svc)),
                 StageLayer::ApiKey(l) => BoxCloneSyncService::new(CheckLayer(l.clone()).layer(svc)),
                 StageLayer::Access(l) => BoxCloneSyncService::new(CheckLayer(l.clone()).layer(svc)),

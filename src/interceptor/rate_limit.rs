@@ -88,12 +88,18 @@ impl<C: Clock + Clone> RateLimitLayer<C> {
         if !s.keyer.applies(req) {
             return Ok(());
         }
-        let mut key = s.keyer.key(req).map_err(|KeyError::Missing(name)| {
+        let key = s.keyer.key(req).map_err(|KeyError::Missing(name)| {
             Rejected::new(
                 Code::Unauthenticated,
                 format!("missing metadata {name:?}, the key of the {}", s.name),
             )
         })?;
+        self.check_key(key)
+    }
+
+    /// Admits or rejects one call whose bucket key is `key`.
+    pub fn check_key(&self, mut key: String) -> Result<(), Rejected> {
+        let s = &self.shared;
         if s.limiter.len() >= s.max_keys {
             // Evict idle keys, at most once a second; while still full, new calls share one
             // bucket, so key state never grows past the bound.
@@ -151,6 +157,8 @@ mod tests {
             methods: vec![],
             max_keys: 3,
             missing_key: MissingKey::Reject,
+            backend: None,
+            on_backend_error: Default::default(),
         }
     }
 

@@ -1,0 +1,237 @@
+//! The Redis side of a shared rate limit: a few multiplexed connections driven by one
+//! background thread of the gateway, the GCRA script (one round trip, on Redis's clock),
+//! reconnection, and latency/error metrics.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::runtime::Handle;
+
+use crate::clock;
+use crate::interceptor::metrics::{escape, write_histogram};
+
+/// After a failure, Redis is not asked again for this long (calls get the fallback at once).
+const RETRY_AFTER_MS: u64 = 500;
+
+/// Latency bucket bounds, in seconds.
+const BUCKETS: [f64; 10] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+/// GCRA in microseconds on Redis's clock. ARGV: emission interval, burst, calls taken.
+/// Returns {1, 0} when admitted, {0, microseconds until it would be}.
+const GCRA: &str = r#"
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + interval * cost
+local over = new_tat - now - interval * burst
+if over > 0 then
+  return {0, math.ceil(over)}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, 0}
+"#;
+
+static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA));
+
+/// The runtime every Redis connection of the process runs on (one thread).
+fn runtime() -> &'static Handle {
+    static RT: OnceLock<Handle> = OnceLock::new();
+    RT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("synapsor-redis".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("redis runtime");
+                let _ = tx.send(rt.handle().clone());
+                rt.block_on(std::future::pending::<()>());
+            })
+            .expect("redis thread");
+        rx.recv().expect("redis runtime started")
+    })
+}
+
+/// What Redis said about a call.
+pub enum Verdict {
+    /// Admitted.
+    Admit,
+    /// Refused; the bucket admits again after this long.
+    Refuse(Duration),
+}
+
+/// A Redis server used as a shared bucket store.
+pub struct RedisStore {
+    /// `host:port/db`, without credentials, for logs and metrics.
+    pub shown: String,
+    conns: ArcSwapOption<Vec<ConnectionManager>>,
+    next: AtomicUsize,
+    timeout: Duration,
+    down_until: AtomicU64,
+    ok: AtomicU64,
+    errors: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+    sum_nanos: AtomicU64,
+}
+
+impl RedisStore {
+    /// A store for `url` (validated) whose `pool_size` connections are opened in the
+    /// background, and reopened until they work.
+    pub fn new(url: &str, pool_size: usize, timeout: Duration) -> Arc<RedisStore> {
+        let client = redis::Client::open(url).expect("validated redis URL");
+        let info = client.get_connection_info();
+        let shown = format!("{}/{}", info.addr, info.redis.db);
+        let store = Arc::new(RedisStore {
+            shown,
+            conns: ArcSwapOption::empty(),
+            next: AtomicUsize::new(0),
+            timeout,
+            down_until: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            buckets: Default::default(),
+            sum_nanos: AtomicU64::new(0),
+        });
+        runtime().spawn(connect(Arc::downgrade(&store), client, pool_size, timeout));
+        store
+    }
+
+    /// Takes `cost` calls from the bucket `key` (GCRA: one call per `interval`, `burst` at
+    /// once). An error means Redis could not be asked (down, slow, not connected yet).
+    pub async fn take(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+        cost: u32,
+    ) -> Result<Verdict, String> {
+        if clock::now_ms() < self.down_until.load(Ordering::Relaxed) {
+            return Err(format!("redis {} failed recently", self.shown));
+        }
+        let Some(conns) = self.conns.load_full() else {
+            return Err(format!("not connected to redis {} yet", self.shown));
+        };
+        let mut conn = conns[self.next.fetch_add(1, Ordering::Relaxed) % conns.len()].clone();
+        let started = Instant::now();
+        let mut call = SCRIPT.key(key);
+        call.arg(interval.as_micros() as u64).arg(burst).arg(cost);
+        let answer =
+            tokio::time::timeout(self.timeout, call.invoke_async::<(i64, i64)>(&mut conn)).await;
+        let result = match answer {
+            Ok(Ok((1, _))) => Ok(Verdict::Admit),
+            Ok(Ok((_, wait_us))) => Ok(Verdict::Refuse(Duration::from_micros(
+                wait_us.max(1) as u64
+            ))),
+            Ok(Err(e)) => Err(format!("redis {}: {e}", self.shown)),
+            Err(_) => Err(format!(
+                "redis {} did not answer within {:?}",
+                self.shown, self.timeout
+            )),
+        };
+        self.observe(started.elapsed(), result.is_ok());
+        if result.is_err() {
+            self.down_until
+                .store(clock::now_ms() + RETRY_AFTER_MS, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn observe(&self, d: Duration, ok: bool) {
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Opens the connections, retrying every second while the store is in use.
+async fn connect(store: Weak<RedisStore>, client: redis::Client, n: usize, timeout: Duration) {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout.max(Duration::from_secs(1)))
+        .set_response_timeout(timeout)
+        .set_number_of_retries(2)
+        .set_max_delay(1000);
+    let mut warned = false;
+    loop {
+        let Some(s) = store.upgrade() else { return };
+        let mut conns = Vec::with_capacity(n);
+        let mut failed = None;
+        for _ in 0..n {
+            match ConnectionManager::new_with_config(client.clone(), cfg.clone()).await {
+                Ok(c) => conns.push(c),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => {
+                tracing::info!(redis = %s.shown, connections = n, "connected to redis");
+                s.conns.store(Some(Arc::new(conns)));
+                return;
+            }
+            Some(e) if !warned => {
+                warned = true;
+                tracing::warn!(redis = %s.shown, error = %e,
+                    "cannot connect to redis; shared rate limits use on_backend_error until it answers");
+            }
+            Some(_) => {}
+        }
+        drop(s);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The Prometheus text of these stores' metrics, each labelled with its stage.
+pub fn render(all: &[(String, Arc<RedisStore>)], out: &mut String) {
+    if all.is_empty() {
+        return;
+    }
+    out.push_str("# HELP synapsor_rate_limit_backend_requests_total Requests to a shared rate limit's store, by result.\n# TYPE synapsor_rate_limit_backend_requests_total counter\n");
+    for (stage, s) in all {
+        for (result, n) in [("ok", &s.ok), ("error", &s.errors)] {
+            let _ = writeln!(
+                out,
+                "synapsor_rate_limit_backend_requests_total{{stage=\"{}\",backend=\"{}\",result=\"{result}\"}} {}",
+                escape(stage),
+                escape(&s.shown),
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+    out.push_str("# HELP synapsor_rate_limit_backend_seconds Round trips of answered requests to a shared rate limit's store.\n# TYPE synapsor_rate_limit_backend_seconds histogram\n");
+    for (stage, s) in all {
+        write_histogram(
+            out,
+            "synapsor_rate_limit_backend_seconds",
+            &format!(
+                "stage=\"{}\",backend=\"{}\"",
+                escape(stage),
+                escape(&s.shown)
+            ),
+            &BUCKETS,
+            &s.buckets,
+            s.ok.load(Ordering::Relaxed),
+            s.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        );
+    }
+}
