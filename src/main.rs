@@ -32,6 +32,15 @@ enum Command {
         #[arg(short, long, default_value = "config/synapsor.yaml")]
         config: PathBuf,
     },
+    /// Exit 0 when the admin listener answers `path` with 200 (for container health checks).
+    Healthcheck {
+        /// The admin listener's address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// The path to ask (`/healthz` or `/readyz`).
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+    },
     /// Print the version.
     Version,
 }
@@ -86,6 +95,30 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run(config),
+        Command::Healthcheck { admin, path } => match healthcheck(admin, &path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+/// One HTTP/1.1 GET to the admin listener, with a 2 s bound on each step.
+fn healthcheck(admin: std::net::SocketAddr, path: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let t = std::time::Duration::from_secs(2);
+    let mut s = std::net::TcpStream::connect_timeout(&admin, t).map_err(|e| format!("{admin}: {e}"))?;
+    let _ = s.set_read_timeout(Some(t));
+    let _ = s.set_write_timeout(Some(t));
+    write!(s, "GET {path} HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).map_err(|e| e.to_string())?;
+    match &head[9..12] {
+        b"200" => Ok(()),
+        other => Err(format!("{path} answered {}", String::from_utf8_lossy(other))),
     }
 }
 
