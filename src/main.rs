@@ -109,16 +109,23 @@ fn main() -> ExitCode {
 fn healthcheck(admin: std::net::SocketAddr, path: &str) -> Result<(), String> {
     use std::io::{Read, Write};
     let t = std::time::Duration::from_secs(2);
-    let mut s = std::net::TcpStream::connect_timeout(&admin, t).map_err(|e| format!("{admin}: {e}"))?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&admin, t).map_err(|e| format!("{admin}: {e}"))?;
     let _ = s.set_read_timeout(Some(t));
     let _ = s.set_write_timeout(Some(t));
-    write!(s, "GET {path} HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut head = [0u8; 12];
     s.read_exact(&mut head).map_err(|e| e.to_string())?;
     match &head[9..12] {
         b"200" => Ok(()),
-        other => Err(format!("{path} answered {}", String::from_utf8_lossy(other))),
+        other => Err(format!(
+            "{path} answered {}",
+            String::from_utf8_lossy(other)
+        )),
     }
 }
 

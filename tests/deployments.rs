@@ -95,7 +95,10 @@ fn check(config: &str, tag: &str) -> synapsor::config::Config {
     let _ = std::fs::remove_file(dir.join("plugins"));
     let plugins = root().join("plugins/build");
     if !plugins.join("header_rewrite.wasm").exists() {
-        let ok = Command::new("bash").arg(root().join("plugins/build.sh")).status().unwrap();
+        let ok = Command::new("bash")
+            .arg(root().join("plugins/build.sh"))
+            .status()
+            .unwrap();
         assert!(ok.success(), "plugins/build.sh failed");
     }
     std::os::unix::fs::symlink(&plugins, dir.join("plugins")).unwrap();
@@ -124,7 +127,11 @@ fn compose_file_is_valid_and_agrees_with_its_config_and_dockerfile() {
     let dir = root().join("deployments/docker");
     let compose_file = dir.join("compose.yaml");
     let (_, schema) = tools();
-    validate(&["compose", schema.to_str().unwrap(), compose_file.to_str().unwrap()]);
+    validate(&[
+        "compose",
+        schema.to_str().unwrap(),
+        compose_file.to_str().unwrap(),
+    ]);
     let compose = &yaml_docs(&compose_file)[0];
     let services = compose["services"].as_mapping().unwrap();
     for want in ["gateway", "backend-1", "backend-2", "redis", "client"] {
@@ -159,15 +166,25 @@ fn compose_file_is_valid_and_agrees_with_its_config_and_dockerfile() {
     let cfg = check(&std::fs::read_to_string(dir.join(src)).unwrap(), "compose");
     let listen = cfg.listeners[0].listen.port();
     let admin = cfg.admin.listen.port();
-    let ports: Vec<&str> = gw["ports"].as_sequence().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    assert_eq!(ports, [format!("{listen}:{listen}"), format!("{admin}:{admin}")]);
+    let ports: Vec<&str> = gw["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ports,
+        [format!("{listen}:{listen}"), format!("{admin}:{admin}")]
+    );
     // The Dockerfile: config path, exposed ports, the health check on the admin port, a
     // non-root user.
     let df = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
     assert!(df.contains("COPY deployments/docker/synapsor.yaml /etc/synapsor/synapsor.yaml"));
     assert!(df.contains(r#"CMD ["run", "--config", "/etc/synapsor/synapsor.yaml"]"#));
     assert!(df.contains(&format!("EXPOSE {listen} {admin}")), "EXPOSE");
-    assert!(df.contains(&format!("\"--admin\", \"127.0.0.1:{admin}\", \"--path\", \"/healthz\"")));
+    assert!(df.contains(&format!(
+        "\"--admin\", \"127.0.0.1:{admin}\", \"--path\", \"/healthz\""
+    )));
     let user = df.lines().rfind(|l| l.starts_with("USER ")).unwrap();
     assert!(!user.contains(" root") && !user.contains(" 0"), "{user}");
 }
@@ -206,7 +223,10 @@ fn kubernetes_manifests_are_valid_and_agree_with_the_config() {
     let cm = find(&docs, "ConfigMap", "synapsor-config");
     let cfg = check(cm["data"]["synapsor.yaml"].as_str().unwrap(), "k8s");
     let (listen, admin) = (cfg.listeners[0].listen.port(), cfg.admin.listen.port());
-    assert!(cfg.admin.listen.ip().is_unspecified(), "probes reach the pod IP");
+    assert!(
+        cfg.admin.listen.ip().is_unspecified(),
+        "probes reach the pod IP"
+    );
 
     let dep = find(&docs, "Deployment", "synapsor");
     assert_eq!(dep["spec"]["replicas"], 2);
@@ -241,7 +261,10 @@ fn kubernetes_manifests_are_valid_and_agree_with_the_config() {
         .unwrap();
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     let drain = cfg.listeners[0].drain_timeout.0.as_secs();
-    assert!(grace >= pre_stop + drain, "grace {grace}s < preStop {pre_stop}s + drain {drain}s");
+    assert!(
+        grace >= pre_stop + drain,
+        "grace {grace}s < preStop {pre_stop}s + drain {drain}s"
+    );
     // Non-root, read-only root filesystem, requests and limits.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
@@ -259,7 +282,10 @@ fn kubernetes_manifests_are_valid_and_agree_with_the_config() {
     assert_eq!(targets, ["grpc", "admin"]);
     let labels = &dep["spec"]["template"]["metadata"]["labels"];
     assert_eq!(svc["spec"]["selector"], *labels);
-    assert_eq!(find(&docs, "PodDisruptionBudget", "synapsor")["spec"]["selector"]["matchLabels"], *labels);
+    assert_eq!(
+        find(&docs, "PodDisruptionBudget", "synapsor")["spec"]["selector"]["matchLabels"],
+        *labels
+    );
     let hpa = find(&docs, "HorizontalPodAutoscaler", "synapsor");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "synapsor");
     assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
@@ -276,5 +302,8 @@ fn kubernetes_manifests_are_valid_and_agree_with_the_config() {
     let synapsor::config::StageConfig::RateLimit(rl) = &cfg.listeners[0].interceptors[1] else {
         panic!("the second stage is the shared rate limit");
     };
-    assert_eq!(rl.backend.as_ref().unwrap().redis, format!("redis://redis:{rport}/0"));
+    assert_eq!(
+        rl.backend.as_ref().unwrap().redis,
+        format!("redis://redis:{rport}/0")
+    );
 }

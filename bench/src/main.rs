@@ -6,7 +6,7 @@
 //! errors, the proxy's CPU seconds and peak RSS (from /proc), and each target's ratio to direct.
 //!
 //! Options: `--rounds N` (3), `--secs S` per measurement (5), `--loads a,b` (all),
-//! `--targets a,b` (direct,synapsor; also synapsor+stages, synapsor+plugin, synapsor+plugin-req, nginx, haproxy), `--gateway PATH` (target/release/synapsor), `--workers N`
+//! `--targets a,b` (direct,synapsor; also synapsor+stages, synapsor+plugin, synapsor+plugin-req, synapsor+limit, synapsor+redis-limit, nginx, haproxy), `--gateway PATH` (target/release/synapsor), `--workers N`
 //! (the gateway's `runtime.workers`; 0, one per core).
 
 mod load;
@@ -84,6 +84,11 @@ fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("synapsor-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let backend = targets::backend()?;
+    let redis = if a.targets.iter().any(|t| t == "synapsor+redis-limit") {
+        Some(targets::redis()?)
+    } else {
+        None
+    };
     let mut ts = Vec::new();
     for name in &a.targets {
         ts.push(match name.as_str() {
@@ -103,6 +108,16 @@ fn main() -> anyhow::Result<()> {
                 &dir,
                 a.workers,
                 Chain::PluginRequestOnly,
+            )?,
+            "synapsor+limit" => {
+                targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, Chain::LocalLimit)?
+            }
+            "synapsor+redis-limit" => targets::synapsor(
+                &a.gateway,
+                backend.addr,
+                &dir,
+                a.workers,
+                Chain::RedisLimit(redis.as_ref().expect("started above").port),
             )?,
             "nginx" => targets::nginx(backend.addr, &dir)?,
             "haproxy" => targets::haproxy(backend.addr, &dir)?,

@@ -170,6 +170,43 @@ pub enum Chain {
     Plugin,
     /// The same plugin with `on_response: false`.
     PluginRequestOnly,
+    /// A `rate_limit` in this process that the load never reaches.
+    LocalLimit,
+    /// The same limit shared through the redis-server on this port.
+    RedisLimit(u16),
+}
+
+/// A redis-server without persistence on a free loopback port; stopped when dropped.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    child: Child,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts redis-server (Debian: `apt-get install redis-server`).
+pub fn redis() -> anyhow::Result<RedisServer> {
+    let port = free_addr().port();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("start redis-server (apt-get install redis-server)")?;
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("redis-server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(RedisServer { port, child })
 }
 
 /// Starts the synapsor binary at `bin` in front of `backend`.
@@ -186,6 +223,8 @@ pub fn synapsor(
         Chain::Stages => "synapsor+stages",
         Chain::Plugin => "synapsor+plugin",
         Chain::PluginRequestOnly => "synapsor+plugin-req",
+        Chain::LocalLimit => "synapsor+limit",
+        Chain::RedisLimit(_) => "synapsor+redis-limit",
     };
     let cfg = dir.join(format!("{name}.yaml"));
     let interceptors = match chain {
@@ -201,6 +240,15 @@ pub fn synapsor(
             "    interceptors:\n      - wasm: {{ name: reader, path: \"{}\", isolation: reuse, on_response: {} }}\n",
             plugin("misbehave")?.display(),
             chain == Chain::Plugin
+        ),
+        // A limit the load never reaches, per client IP: in this process, or in Redis (one
+        // script call per call; a failing Redis would show as errors).
+        Chain::LocalLimit => {
+            "    interceptors:\n      - rate_limit: { rate: 100000000, per: 1s, key: peer_ip }\n"
+                .to_string()
+        }
+        Chain::RedisLimit(port) => format!(
+            "    interceptors:\n      - rate_limit: {{ rate: 100000000, per: 1s, key: peer_ip, on_backend_error: deny, backend: {{ redis: \"redis://127.0.0.1:{port}/0\" }} }}\n"
         ),
     };
     std::fs::write(

@@ -53,13 +53,15 @@ async fn serve(args: &[String]) {
 
 async fn load(args: &[String]) {
     let target = arg(args, "--target", "127.0.0.1:30880");
-    let rate: u64 = arg(args, "--rate", "20").parse().expect("--rate takes a number");
+    let rate: u64 = arg(args, "--rate", "20")
+        .parse()
+        .expect("--rate takes a number");
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
         .expect("--target takes host:port")
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));
-    let mut client =
-        synapsor_testkit::EchoClient::new(endpoint.connect_lazy()).max_decoding_message_size(1 << 20);
+    let mut client = synapsor_testkit::EchoClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(1 << 20);
     let mut tick = tokio::time::interval(Duration::from_millis(1000 / rate.clamp(1, 1000)));
     let mut second = tokio::time::Instant::now();
     let (mut ok, mut failed, mut by) = (0u64, 0u64, BTreeMap::<String, u64>::new());
