@@ -251,6 +251,34 @@ async fn redis_down_falls_back_as_configured_and_sharing_resumes_when_it_is_back
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_allowance_asks_redis_once_per_batch() {
+    let redis = Redis::start(support::free_port().port()).await;
+    let b = Backend::start("b").await;
+    let gw = gateway(&cfg(
+        &b,
+        &[("l", {
+            let s = limit(redis.port, 1000, "");
+            s.replace(
+                "key_prefix: \"test:\"",
+                "key_prefix: \"batch:\", local_allowance: 10",
+            )
+        })],
+    ))
+    .await;
+    until_connected(&gw, gw.addr).await;
+    let before = backend_ok(&gw).await;
+    let (ok, _) = admitted(&[gw.addr], "batched", 50).await;
+    assert_eq!(ok, 50);
+    let asked = backend_ok(&gw).await - before;
+    // 50 calls in batches of 10 per key: 5 round trips, or a few more when calls on both
+    // workers each take a batch.
+    assert!(
+        (5..=10).contains(&asked),
+        "{asked} requests to redis for 50 calls"
+    );
+}
+
 #[test]
 fn bad_backend_settings_name_the_field() {
     let parse = |stage: &str| {
