@@ -1,5 +1,5 @@
 //! Passive outlier detection against real backends: an endpoint whose calls keep failing with a
-//! configured code (or that refuses connections) is ejected, its ejection grows each time, it
+//! configured code (or whose streams are reset) is ejected, its ejection grows each time, it
 //! comes back (slow-starting) when the time is up, never more than `max_ejection_percent` of a
 //! group is out, and the state shows in `/upstreams` and `/metrics`.
 
@@ -93,15 +93,26 @@ async fn failing_endpoint_is_ejected_for_longer_each_time_and_comes_back() {
     let e = endpoint(&gw, &b_addr).await;
     assert_eq!(e["ejected"], false);
     assert!(e["slow_start_percent"].as_u64().unwrap() < 100, "{e}");
-    let (_, failed) = calls(&gw, 40).await;
-    assert_eq!(failed, 0);
-    assert!(b.observed.calls() > before, "b takes calls again");
+    // Slow-starting at 10% of its turns at first: call until it takes one (bounded).
+    let t = std::time::Instant::now();
+    while b.observed.calls() == before {
+        let (_, failed) = calls(&gw, 10).await;
+        assert_eq!(failed, 0);
+        assert!(t.elapsed().as_secs() < 10, "b never takes calls again");
+    }
 
-    // Failing again: the second ejection lasts twice as long (2 s).
+    // Failing again: the second ejection lasts twice as long (2 s). While it slow-starts, b
+    // gets few calls, so call until it is out (bounded).
     b.observed.set_failing(tonic::Code::Unavailable);
-    let _ = calls(&gw, 60).await;
-    let e = endpoint(&gw, &b_addr).await;
-    assert_eq!(e["ejections"], 2, "{e}");
+    let t = std::time::Instant::now();
+    let e = loop {
+        let _ = calls(&gw, 10).await;
+        let e = endpoint(&gw, &b_addr).await;
+        if e["ejections"] == 2 {
+            break e;
+        }
+        assert!(t.elapsed().as_secs() < 15, "never ejected again: {e}");
+    };
     let left = e["ejected_for_ms"].as_u64().unwrap();
     assert!(
         left > 1000 && left <= 2000,
@@ -151,28 +162,29 @@ async fn never_more_than_max_ejection_percent_and_only_configured_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_connections_count_as_failures() {
+async fn upstream_resets_count_as_failures() {
     let a = Backend::start("a").await;
-    let dead = support::free_port().to_string();
+    let (bad, refused) = support::refuser().await;
     let gw = gateway(&cfg(
-        &[a.addr.to_string(), dead.clone()],
-        "{ consecutive_failures: 1, max_ejection_percent: 50 }",
+        &[a.addr.to_string(), bad.to_string()],
+        "{ consecutive_failures: 2, max_ejection_percent: 50 }",
     ))
     .await;
-    // Calls that meet the dead endpoint never started there: they go to a and succeed. Its
-    // connect backoff keeps it out at first; each time that ends, a call tries it.
-    let ejected = || gw.running.upstream("u").unwrap().members().endpoints[1].ejected();
-    let t = std::time::Instant::now();
-    while !ejected() {
-        assert!(
-            t.elapsed().as_secs() < 15,
-            "the dead endpoint was never ejected"
-        );
-        let (ok, failed) = calls(&gw, 10).await;
-        assert_eq!((ok.len(), failed), (10, 0));
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(endpoint(&gw, &dead).await["ejections"].as_u64().unwrap() >= 1);
+    // Streams the refuser resets never started there: they are sent to a and succeed, and
+    // each reset counts against the refuser until it is ejected.
+    let (ok, failed) = calls(&gw, 20).await;
+    assert_eq!((ok.len(), failed), (20, 0));
+    let e = endpoint(&gw, &bad.to_string()).await;
+    assert_eq!(e["ejected"], true, "{e}");
+    let seen = refused.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=4).contains(&seen), "ejected after 2 resets: {seen}");
+    let (ok, failed) = calls(&gw, 20).await;
+    assert_eq!((ok.len(), failed), (20, 0));
+    assert_eq!(
+        refused.load(std::sync::atomic::Ordering::SeqCst),
+        seen,
+        "no call goes to it while ejected"
+    );
 }
 
 #[test]

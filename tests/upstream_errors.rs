@@ -13,29 +13,6 @@ use support::{config, gateway, wait_until};
 use synapsor_testkit::{Backend, EchoRequest};
 use tokio::net::TcpListener;
 
-/// An HTTP/2 server that refuses every stream with RST_STREAM(REFUSED_STREAM).
-async fn refuser() -> (SocketAddr, Arc<AtomicU64>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let refused = Arc::new(AtomicU64::new(0));
-    let count = refused.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = l.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                    return;
-                };
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    respond.send_reset(h2::Reason::REFUSED_STREAM);
-                }
-            });
-        }
-    });
-    (addr, refused)
-}
-
 /// An HTTP/2 server that answers the first PING it sees with GOAWAY ENHANCE_YOUR_CALM, as
 /// grpc-go does to clients that ping too often ("too_many_pings").
 async fn ping_hater() -> SocketAddr {
@@ -69,7 +46,7 @@ async fn ping_hater() -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_streams_are_retried_on_another_endpoint() {
-    let (bad, refused) = refuser().await;
+    let (bad, refused) = support::refuser().await;
     let good = Backend::start("good").await;
     let gw = gateway(&config(
         &[bad.to_string(), good.addr.to_string()],

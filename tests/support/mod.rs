@@ -246,3 +246,28 @@ pub fn terminate(mut child: std::process::Child) {
         .status();
     let _ = child.wait();
 }
+
+/// An HTTP/2 server on 127.0.0.1 that refuses every stream with RST_STREAM(REFUSED_STREAM);
+/// returns its address and how many streams it refused.
+pub async fn refuser() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let refused = std::sync::Arc::new(AtomicU64::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
