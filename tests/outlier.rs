@@ -162,6 +162,36 @@ async fn never_more_than_max_ejection_percent_and_only_configured_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_between_successes_are_not_consecutive() {
+    let a = Backend::start("a").await;
+    let gw = gateway(&cfg(
+        &[a.addr.to_string()],
+        "{ consecutive_failures: 3, max_ejection_percent: 100 }",
+    ))
+    .await;
+    let mut c = gw.client().await;
+    // Two failures (trailers-only), then a success (a message, then trailers), ten times over:
+    // never three failures in a row.
+    for _ in 0..10 {
+        for _ in 0..2 {
+            let st = c
+                .unary(EchoRequest {
+                    fail_code: tonic::Code::Unavailable as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(st.code(), tonic::Code::Unavailable);
+        }
+        c.unary(EchoRequest::default())
+            .await
+            .expect("a success resets the count");
+    }
+    let e = endpoint(&gw, &a.addr.to_string()).await;
+    assert_eq!(e["ejections"], 0, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_resets_count_as_failures() {
     let a = Backend::start("a").await;
     let (bad, refused) = support::refuser().await;

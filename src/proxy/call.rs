@@ -396,8 +396,11 @@ impl http_body::Body for ForwardBody {
         }
         match Pin::new(&mut this.response).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(t), Some((o, m))) = (frame.trailers_ref(), this.outlier.take()) {
-                    o.record_status(&this.endpoint, &m.endpoints, grpc::status_code(t));
+                // Only the trailers settle the call; data frames leave the policy in place.
+                if let Some(t) = frame.trailers_ref() {
+                    if let Some((o, m)) = this.outlier.take() {
+                        o.record_status(&this.endpoint, &m.endpoints, grpc::status_code(t));
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
