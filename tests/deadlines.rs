@@ -59,36 +59,19 @@ async fn upstream_sees_a_timeout_no_larger_than_the_clients() {
 /// An HTTP/2 upstream that answers every stream with response headers and then nothing, never
 /// enforcing a deadline itself; it counts the streams the gateway resets.
 async fn silent_upstream() -> (std::net::SocketAddr, Arc<AtomicU64>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let resets = Arc::new(AtomicU64::new(0));
-    let count = resets.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = l.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                    return;
-                };
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    let count = count.clone();
-                    tokio::spawn(async move {
-                        let head = http::Response::builder()
-                            .header("content-type", "application/grpc")
-                            .body(())
-                            .unwrap();
-                        let Ok(mut tx) = respond.send_response(head, false) else {
-                            return;
-                        };
-                        if std::future::poll_fn(|cx| tx.poll_reset(cx)).await.is_ok() {
-                            count.fetch_add(1, Ordering::SeqCst);
-                        }
-                    });
-                }
-            });
+    support::h2_upstream(|mut respond, count| async move {
+        let head = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let Ok(mut tx) = respond.send_response(head, false) else {
+            return;
+        };
+        if std::future::poll_fn(|cx| tx.poll_reset(cx)).await.is_ok() {
+            count.fetch_add(1, Ordering::SeqCst);
         }
-    });
-    (addr, resets)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,19 +12,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 
 fn cfg(backend: &Backend, interceptors: &str) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}
-listeners:
-  - name: l
-    listen: 127.0.0.1:0
-    upstream: u
-    interceptors:
-{interceptors}
-upstreams:
-  - {{ name: u, endpoints: [ \"{}\" ] }}
-",
-        backend.addr
-    )
+    support::staged_config(&backend.addr.to_string(), interceptors)
 }
 
 fn tenant(t: &str) -> Request<EchoRequest> {

@@ -41,19 +41,7 @@ fn sign(
 }
 
 fn cfg(b: &Backend, jwt: &str) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}
-listeners:
-  - name: l
-    listen: 127.0.0.1:0
-    upstream: u
-    interceptors:
-      - jwt: {jwt}
-upstreams:
-  - {{ name: u, endpoints: [ \"{}\" ] }}
-",
-        b.addr
-    )
+    support::staged_config(&b.addr.to_string(), &format!("      - jwt: {jwt}"))
 }
 
 fn bearer(token: &str) -> Request<EchoRequest> {

@@ -14,20 +14,11 @@ use synapsor_testkit::{Backend, EchoRequest};
 use tonic::{Code, Request};
 
 fn cfg(backend: &Backend, extra: &str) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}
-listeners:
-  - name: l
-    listen: 127.0.0.1:0
-    upstream: u
-    interceptors:
-      - wasm: {{ name: misbehave, path: \"{}\", timeout: 200ms, memory_limit: 16MiB{extra} }}
-upstreams:
-  - {{ name: u, endpoints: [ \"{}\" ] }}
-",
-        plugin("misbehave").display(),
-        backend.addr
-    )
+    let stage = format!(
+        "      - wasm: {{ name: misbehave, path: \"{}\", timeout: 200ms, memory_limit: 16MiB{extra} }}",
+        plugin("misbehave").display()
+    );
+    support::staged_config(&backend.addr.to_string(), &stage)
 }
 
 fn asking(mode: &str) -> Request<EchoRequest> {

@@ -40,23 +40,8 @@ impl ConfigFile {
 /// Starts a gateway from the file, with reloading wired to it.
 async fn start(file: &ConfigFile) -> TestGateway {
     let loaded = synapsor::config::load(&file.path).expect("valid config");
-    let gw = synapsor::Gateway::bind(loaded.config)
-        .await
-        .expect("bind")
-        .with_source(file.path.clone());
-    let listeners = gw.listener_addrs();
-    let admin = gw.admin_addr();
-    let running = gw.start().expect("start");
-    let t = Instant::now();
-    while running.readiness().is_err() && t.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    TestGateway {
-        addr: listeners[0].1,
-        listeners,
-        admin,
-        running,
-    }
+    let gw = synapsor::Gateway::bind(loaded.config).await.expect("bind");
+    support::serve(gw.with_source(file.path.clone())).await
 }
 
 fn yaml(listeners: &str, upstreams: &str, extra: &str) -> String {

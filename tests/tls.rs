@@ -7,7 +7,7 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -256,22 +256,28 @@ async fn upstream_tls_with_a_client_certificate_and_an_sni_override() {
     );
     let (gcert, gkey) = (pki.write("gw.pem", &gcert), pki.write("gw.key", &gkey));
     let ca = pki.dir.join("ca.pem");
-    // min_connections 0: each call dials, so a refused handshake is what the call reports.
-    let cfg = |tls: &str| {
-        support::config(
+    // A gateway whose upstream `tls:` has these keys (min_connections 0: each call dials, so a
+    // refused handshake is what the call reports).
+    let with_tls = |keys: &[(&str, &Path)], name: Option<&str>| {
+        let mut tls: Vec<String> = keys
+            .iter()
+            .map(|(k, p)| format!("{k}: {}", p.display()))
+            .collect();
+        tls.extend(name.map(|n| format!("server_name: {n}")));
+        let cfg = support::config(
             &[b.addr.to_string()],
             &format!(
-                "    request_timeout: 5s\n    pool: {{ dial_timeout: 2s, min_connections: 0 }}\n    tls: {tls}\n"
+                "    request_timeout: 5s\n    pool: {{ dial_timeout: 2s, min_connections: 0 }}\n    tls: {{ {} }}\n",
+                tls.join(", ")
             ),
-        )
+        );
+        async move { gateway(&cfg).await }
     };
-    let good = gateway(&cfg(&format!(
-        "{{ ca: {}, cert: {}, key: {}, server_name: backend.internal }}",
-        ca.display(),
-        gcert.display(),
-        gkey.display()
-    )))
-    .await;
+    let first_call = |gw: support::TestGateway| async move {
+        gw.client().await.unary(EchoRequest::default()).await
+    };
+    let all = [("ca", ca.as_path()), ("cert", &gcert), ("key", &gkey)];
+    let good = with_tls(&all, Some("backend.internal")).await;
     let mut c = good.client().await;
     for _ in 0..3 {
         let r = c
@@ -281,15 +287,7 @@ async fn upstream_tls_with_a_client_certificate_and_an_sni_override() {
         assert_eq!(r.into_inner().backend, "tls-backend");
     }
     // Without the client certificate the backend refuses the gateway.
-    let no_cert = gateway(&cfg(&format!(
-        "{{ ca: {}, server_name: backend.internal }}",
-        ca.display()
-    )))
-    .await;
-    let st = no_cert
-        .client()
-        .await
-        .unary(EchoRequest::default())
+    let st = first_call(with_tls(&all[..1], Some("backend.internal")).await)
         .await
         .unwrap_err();
     assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
@@ -299,19 +297,7 @@ async fn upstream_tls_with_a_client_certificate_and_an_sni_override() {
         "{st:?}"
     );
     // Without the SNI override the name checked is 127.0.0.1, which the certificate lacks.
-    let no_name = gateway(&cfg(&format!(
-        "{{ ca: {}, cert: {}, key: {} }}",
-        ca.display(),
-        gcert.display(),
-        gkey.display()
-    )))
-    .await;
-    let st = no_name
-        .client()
-        .await
-        .unary(EchoRequest::default())
-        .await
-        .unwrap_err();
+    let st = first_call(with_tls(&all, None).await).await.unwrap_err();
     assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
     assert!(st.message().contains("TLS handshake"), "{st:?}");
 }

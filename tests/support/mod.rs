@@ -41,7 +41,11 @@ impl TestGateway {
 /// waits (up to 5 s) until it is ready, unless some endpoint is meant to be down.
 pub async fn gateway(yaml: &str) -> TestGateway {
     let loaded = synapsor::config::parse(yaml, Path::new("test.yaml")).expect("valid config");
-    let gw = synapsor::Gateway::bind(loaded.config).await.expect("bind");
+    serve(synapsor::Gateway::bind(loaded.config).await.expect("bind")).await
+}
+
+/// Starts a bound gateway and waits (up to 5 s) until it is ready.
+pub async fn serve(gw: synapsor::Gateway) -> TestGateway {
     let listeners = gw.listener_addrs();
     let admin = gw.admin_addr();
     let running = gw.start().expect("start");
@@ -95,27 +99,19 @@ pub fn free_port() -> SocketAddr {
 
 /// Sends a plain HTTP/1.1 GET to the admin listener; returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
+    http(addr, "GET", path).await
 }
 
 /// Sends a plain HTTP/1.1 POST with an empty body to the admin listener; returns (status, body).
 pub async fn http_post(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "POST", path).await
+}
+
+async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
@@ -247,27 +243,47 @@ pub fn terminate(mut child: std::process::Child) {
     let _ = child.wait();
 }
 
-/// An HTTP/2 server on 127.0.0.1 that refuses every stream with RST_STREAM(REFUSED_STREAM);
-/// returns its address and how many streams it refused.
-pub async fn refuser() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-    use std::sync::atomic::{AtomicU64, Ordering};
+/// A raw HTTP/2 server on 127.0.0.1 that hands each stream, and a counter it returns, to
+/// `on_stream` (run as a task per stream).
+pub async fn h2_upstream<F, Fut>(
+    on_stream: F,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>)
+where
+    F: Fn(
+            h2::server::SendResponse<bytes::Bytes>,
+            std::sync::Arc<std::sync::atomic::AtomicU64>,
+        ) -> Fut
+        + Clone
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let refused = std::sync::Arc::new(AtomicU64::new(0));
-    let count = refused.clone();
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = counter.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = l.accept().await {
-            let count = count.clone();
+            let (count, on_stream) = (count.clone(), on_stream.clone());
             tokio::spawn(async move {
                 let Ok(mut conn) = h2::server::handshake(tcp).await else {
                     return;
                 };
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                while let Some(Ok((_req, respond))) = conn.accept().await {
+                    tokio::spawn(on_stream(respond, count.clone()));
                 }
             });
         }
     });
-    (addr, refused)
+    (addr, counter)
+}
+
+/// An HTTP/2 server on 127.0.0.1 that refuses every stream with RST_STREAM(REFUSED_STREAM);
+/// returns its address and how many streams it refused.
+pub async fn refuser() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    h2_upstream(|mut respond, count| async move {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+    })
+    .await
 }
