@@ -93,32 +93,20 @@ fn main() -> anyhow::Result<()> {
     for name in &a.targets {
         ts.push(match name.as_str() {
             "direct" => Target::direct(backend.addr),
-            "synapsor" => {
-                targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, Chain::Plain)?
+            gateway if gateway.starts_with("synapsor") => {
+                let chain = match gateway {
+                    "synapsor" => Chain::Plain,
+                    "synapsor+stages" => Chain::Stages,
+                    "synapsor+plugin" => Chain::Plugin,
+                    "synapsor+plugin-req" => Chain::PluginRequestOnly,
+                    "synapsor+limit" => Chain::LocalLimit,
+                    "synapsor+redis-limit" => {
+                        Chain::RedisLimit(redis.as_ref().expect("started above").port)
+                    }
+                    other => bail!("unknown target {other}"),
+                };
+                targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, chain)?
             }
-            "synapsor+stages" => {
-                targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, Chain::Stages)?
-            }
-            "synapsor+plugin" => {
-                targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, Chain::Plugin)?
-            }
-            "synapsor+plugin-req" => targets::synapsor(
-                &a.gateway,
-                backend.addr,
-                &dir,
-                a.workers,
-                Chain::PluginRequestOnly,
-            )?,
-            "synapsor+limit" => {
-                targets::synapsor(&a.gateway, backend.addr, &dir, a.workers, Chain::LocalLimit)?
-            }
-            "synapsor+redis-limit" => targets::synapsor(
-                &a.gateway,
-                backend.addr,
-                &dir,
-                a.workers,
-                Chain::RedisLimit(redis.as_ref().expect("started above").port),
-            )?,
             "nginx" => targets::nginx(backend.addr, &dir)?,
             "haproxy" => targets::haproxy(backend.addr, &dir)?,
             other => bail!("unknown target {other}"),
