@@ -103,6 +103,12 @@ impl ListenerSlot {
         self.serving.load_full()
     }
 
+    /// The stack a new stream runs through (per stream: no reference count is taken on the
+    /// slot's contents, only the stack is cloned).
+    pub fn stack(&self) -> Stack {
+        self.serving.load().stack.clone()
+    }
+
     /// Swaps in a new stack and settings.
     pub fn set(&self, serving: Serving) {
         self.serving.store(Arc::new(serving));
@@ -298,7 +304,7 @@ pub async fn serve_conn(incoming: Incoming) {
                         draining = true;
                         continue;
                     }
-                    let (svc, name) = (slot.current().stack.clone(), slot.name.clone());
+                    let (svc, name) = (slot.stack(), slot.name.clone());
                     let resets = resets.clone();
                     let identity = identity.clone();
                     tokio::spawn(async move {
