@@ -42,7 +42,10 @@ impl Reloader {
     pub(super) fn start(live: Arc<Mutex<Live>>, path: PathBuf, admin: Arc<AdminState>) -> Reloader {
         let (tx, rx) = mpsc::channel(8);
         admin.set_reloader(tx.clone());
-        tokio::spawn(run(live, path, rx, admin));
+        // What the file holds now is what is running: read before `start` returns, so a change
+        // made right after is seen as one.
+        let seen = std::fs::read(&path).ok();
+        tokio::spawn(run(live, path, seen, rx, admin));
         Reloader { tx }
     }
 
@@ -62,12 +65,12 @@ impl Reloader {
 async fn run(
     live: Arc<Mutex<Live>>,
     path: PathBuf,
+    mut seen: Option<Vec<u8>>,
     mut requests: mpsc::Receiver<ReloadRequest>,
     admin: Arc<AdminState>,
 ) {
     let mut stop = lock(&live).stop.clone();
     let read = |p: &Path| std::fs::read(p).ok();
-    let mut seen = read(&path);
     let mut candidate: Option<Option<Vec<u8>>> = None;
     loop {
         let (watch, poll) = {
