@@ -105,6 +105,41 @@ async fn server_streaming_then_status_in_trailers() {
     assert_eq!(end.metadata().get("x-trailer").unwrap(), "failed");
 }
 
+/// The gateway joins DATA frames that are already waiting into larger ones: message
+/// boundaries, order and the closing status must come through exactly, whether messages are
+/// much smaller than the 16 KiB join limit or straddle it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_frames_keep_every_message_and_the_status() {
+    let b = Backend::start("b1").await;
+    let gw = gateway(&config(&[b.addr.to_string()], "")).await;
+    let mut c = gw.client().await;
+    for (count, size) in [(5000u32, 37usize), (400, 6000), (50, 70_000)] {
+        let r = EchoRequest {
+            reply_count: count,
+            reply_size: size as u32,
+            fail_code: Code::DataLoss as i32,
+            fail_message: format!("after {count}"),
+            ..Default::default()
+        };
+        let mut stream = c.server_stream(r).await.unwrap().into_inner();
+        let mut next = 0;
+        let end = loop {
+            match stream.next().await {
+                Some(Ok(m)) => {
+                    assert_eq!(m.seq, next, "messages in order, none lost");
+                    assert_eq!(m.payload.len(), size);
+                    next += 1;
+                }
+                Some(Err(st)) => break st,
+                None => panic!("stream ended without the status"),
+            }
+        };
+        assert_eq!(next, count);
+        assert_eq!(end.code(), Code::DataLoss);
+        assert_eq!(end.message(), format!("after {count}"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_streaming_counts_every_message() {
     let b = Backend::start("b1").await;
