@@ -38,6 +38,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod batch_io;
 pub mod clock;
 pub mod config;
 pub mod discovery;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use tokio::net::TcpStream;
 
+use crate::batch_io::Batched;
 use crate::tls::Io;
 use tokio::sync::Notify;
 
@@ -125,7 +126,7 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
             .initial_connection_window_size(s.conn_window)
             .max_frame_size(s.max_frame_size)
             .enable_push(false)
-            .handshake::<_, Bytes>(io)
+            .handshake::<_, Bytes>(Batched::new(io))
             .await
             .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
         let mut ping = conn.ping_pong().expect("first ping_pong");
@@ -177,7 +178,7 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
 
 /// Runs the connection until it ends, a keepalive PING goes unanswered, or it is killed.
 async fn drive(
-    conn: h2::client::Connection<Io, Bytes>,
+    conn: h2::client::Connection<Batched<Io>, Bytes>,
     ping: h2::PingPong,
     shared: Arc<ConnShared>,
     id: u64,

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::batch_io::Batched;
 use crate::config::ListenerConfig;
 use crate::interceptor::Principal;
 use crate::interceptor::Stack;
@@ -263,18 +264,22 @@ pub async fn serve_conn(incoming: Incoming) {
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
         .max_frame_size(MAX_FRAME);
-    let mut conn =
-        match tokio::time::timeout(settings.handshake_timeout, builder.handshake(io)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "no HTTP/2 preface in time; closing");
-                return;
-            }
-        };
+    let mut conn = match tokio::time::timeout(
+        settings.handshake_timeout,
+        builder.handshake(Batched::new(io)),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no HTTP/2 preface in time; closing");
+            return;
+        }
+    };
     let mut draining = *shutdown.borrow();
     if draining {
         conn.graceful_shutdown();
