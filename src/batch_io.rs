@@ -50,11 +50,6 @@ impl<T> Batched<T> {
         }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     fn buffered(&self) -> usize {
         self.buf.len() - self.written
     }

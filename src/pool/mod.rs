@@ -393,7 +393,9 @@ impl PoolInner {
         self.group.ping_interval()
     }
 
-    /// The upstream answered our PINGs with GOAWAY `too_many_pings`: halve the PING rate.
+    /// The upstream sent GOAWAY ENHANCE_YOUR_CALM, which gRPC servers send for `too_many_pings`
+    /// (h2 does not let us read the debug data that would tell it from other causes): halve
+    /// the PING rate.
     fn too_many_pings(&self) {
         let g = &self.group;
         let now = g.ping_interval_ms.load(Ordering::Relaxed);
@@ -405,8 +407,9 @@ impl PoolInner {
         {
             tracing::warn!(
                 upstream = %g.name,
-                "upstream sent GOAWAY too_many_pings: keepalive interval raised to {doubled} ms \
-                 (and doubled again on each further GOAWAY)"
+                "upstream sent GOAWAY ENHANCE_YOUR_CALM (gRPC servers send it for too many \
+                 pings, h2 and hyper also for too many early resets): keepalive interval raised \
+                 to {doubled} ms (and doubled again on each further one)"
             );
         }
     }

@@ -172,10 +172,14 @@ where
     let call = svc.oneshot(req);
     tokio::pin!(call);
     // A client that resets before the response starts drops the call (and so the upstream
-    // stream).
+    // stream). The reset is looked at first, so a stream that was opened and reset in one
+    // burst never opens an upstream stream: forwarding such open-and-reset pairs would trip
+    // the backend's own rapid-reset limit (h2 and hyper allow 20 pending) on the upstream
+    // connection that other clients' calls share.
     let result = tokio::select! {
-        r = &mut call => r,
+        biased;
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return Outcome::ResetEarly,
+        r = &mut call => r,
     };
     let resp = match result {
         Ok(resp) => resp,
