@@ -117,6 +117,10 @@ impl AdminState {
                 self.reloads[i].load(Ordering::Relaxed)
             ));
         }
+        out.push_str(&format!(
+            "# HELP synapsor_upstream_streams_held Upstream streams whose call ended before the backend answered, held before their reset.\n# TYPE synapsor_upstream_streams_held gauge\nsynapsor_upstream_streams_held {}\n",
+            crate::proxy::held()
+        ));
     }
 
     async fn reload(&self) -> Result<String, String> {

@@ -18,6 +18,7 @@ use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
 use super::head::upstream_request;
+use super::hold::Unanswered;
 use super::pump::{Dir, DirError};
 use crate::endpoint::{Endpoint, EndpointState};
 use crate::error::ProxyError;
@@ -44,10 +45,10 @@ impl Drop for InFlight {
 }
 
 /// A stream opened on an endpoint.
-struct Opened {
+pub(super) struct Opened {
     index: usize,
     _lease: Lease,
-    response: ResponseFuture,
+    pub(super) response: ResponseFuture,
     send: SendStream<Bytes>,
 }
 
@@ -102,7 +103,7 @@ impl Call {
                 r = self.open(avoid, dir.is_done()) => r,
                 _ = sleep_opt(&mut deadline) => Err((None, self.deadline_error())),
             };
-            let mut opened = match opened {
+            let opened = match opened {
                 Ok(o) => o,
                 Err((index, e)) => {
                     if e.never_started() && !retried && index.is_some() && dir.can_replay() {
@@ -120,6 +121,9 @@ impl Call {
                 }
             };
             let ep = self.members.endpoints[opened.index].clone();
+            let index = opened.index;
+            // Until the backend answers, dropping the call hands the stream to `hold`.
+            let mut unanswered = Unanswered::new(opened);
             let in_flight = InFlight::new(&ep);
             let sent_at = Instant::now();
 
@@ -130,6 +134,7 @@ impl Call {
                 .map(|t| Box::pin(tokio::time::sleep(t)));
             let mut req_broken = false;
             let got = poll_fn(|cx| {
+                let opened = unanswered.get();
                 if !req_broken {
                     if let Poll::Ready(Err(_)) = dir.poll_forward(cx, &mut opened.send) {
                         // The client's side failed (it reset: the server drops this call) or
@@ -156,6 +161,7 @@ impl Call {
                 Poll::Pending
             })
             .await;
+            let mut opened = unanswered.settle();
             let resp = match got {
                 Headers::Response(Ok(resp)) => resp,
                 Headers::Response(Err(e)) => {
@@ -165,7 +171,7 @@ impl Call {
                         tracing::debug!(upstream = %self.upstream.name, endpoint = %ep.address,
                             error = %e, "stream refused before it started; retrying elsewhere");
                         retried = true;
-                        avoid = Some(opened.index);
+                        avoid = Some(index);
                         self.refresh_members(&mut avoid);
                         dir.restart();
                         continue;

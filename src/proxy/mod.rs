@@ -5,6 +5,7 @@
 
 mod call;
 mod head;
+mod hold;
 mod pump;
 
 use std::future::{poll_fn, Future};
@@ -29,6 +30,7 @@ use crate::upstream::Upstream;
 
 pub use call::ForwardBody;
 pub use head::upstream_request;
+pub use hold::{held, HOLD, MAX_HELD};
 pub use pump::{Dir, DirError};
 
 /// The innermost service: routes a call to its upstream group and forwards it. Cloning is

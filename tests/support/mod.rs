@@ -207,7 +207,10 @@ pub async fn run_binary(cfg: &Path, admin: SocketAddr) -> std::process::Child {
             std::process::Stdio::null()
         }
     };
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_synapsor"))
+    // SYNAPSOR_TEST_BIN runs another build (to see that a test fails on an older binary).
+    let bin = std::env::var_os("SYNAPSOR_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_synapsor").into());
+    let child = std::process::Command::new(bin)
         .args(["run", "-c"])
         .arg(cfg)
         .stdout(log())
