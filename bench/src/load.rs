@@ -23,6 +23,8 @@ pub enum Load {
     Stream64K,
     /// Bidi ping-pong of 100 B, 64 streams over 4 connections.
     PingPong,
+    /// Small unary again, from `h2load` instead of tonic (see `h2load.rs`); only on request.
+    Unary100H2load,
 }
 
 impl Load {
@@ -35,6 +37,16 @@ impl Load {
         Load::PingPong,
     ];
 
+    /// Every load `--loads` accepts: the default ones and those run only on request.
+    pub const KNOWN: [Load; 6] = [
+        Load::Unary100,
+        Load::Unary1M,
+        Load::Stream100,
+        Load::Stream64K,
+        Load::PingPong,
+        Load::Unary100H2load,
+    ];
+
     /// Short name used on the command line and in the report.
     pub fn name(self) -> &'static str {
         match self {
@@ -43,13 +55,14 @@ impl Load {
             Load::Stream100 => "stream-100b",
             Load::Stream64K => "stream-64kib",
             Load::PingPong => "pingpong-100b",
+            Load::Unary100H2load => "unary-100b-h2load",
         }
     }
 
     /// What one unit of throughput is.
     pub fn unit(self) -> &'static str {
         match self {
-            Load::Unary100 | Load::Unary1M => "calls/s",
+            Load::Unary100 | Load::Unary1M | Load::Unary100H2load => "calls/s",
             Load::Stream100 | Load::Stream64K => "msgs/s",
             Load::PingPong => "round trips/s",
         }
@@ -57,7 +70,7 @@ impl Load {
 
     fn streams(self) -> usize {
         match self {
-            Load::Unary100 | Load::PingPong => 64,
+            Load::Unary100 | Load::PingPong | Load::Unary100H2load => 64,
             Load::Unary1M => 8,
             Load::Stream100 | Load::Stream64K => 4,
         }
@@ -115,11 +128,22 @@ async fn channels(addr: SocketAddr) -> anyhow::Result<Vec<EchoClient<Channel>>> 
     Ok(v)
 }
 
-/// Runs `load` against `addr` for `duration` (after a short warm-up on the same connections).
-pub async fn run(load: Load, addr: SocketAddr, duration: Duration) -> anyhow::Result<Outcome> {
+/// Runs `load` against `addr` for `duration` after a short warm-up on the same connections;
+/// `measuring` is called between the two, so the proxy's CPU is read over the same window as
+/// the calls are counted.
+pub async fn run(
+    load: Load,
+    addr: SocketAddr,
+    duration: Duration,
+    measuring: impl FnOnce(),
+) -> anyhow::Result<Outcome> {
+    if load == Load::Unary100H2load {
+        anyhow::bail!("{} is run by h2load::run", load.name());
+    }
     let clients = channels(addr).await?;
     // Warm-up: connections, pools and caches on every path.
     one_round(load, &clients, Duration::from_millis(300)).await;
+    measuring();
     Ok(one_round(load, &clients, duration).await)
 }
 
@@ -223,6 +247,8 @@ async fn work(load: Load, mut c: EchoClient<Channel>, deadline: Instant, o: &mut
                 Err(_) => o.errors += 1,
             }
         }
+        // Never started here (`run` refuses it): h2load runs it.
+        Load::Unary100H2load => {}
         Load::PingPong => {
             let (tx, rx) = mpsc::channel(1);
             let msg = EchoRequest {

@@ -5,10 +5,12 @@
 //! order of targets each round, and prints medians over the rounds: throughput, p50/p99 latency,
 //! errors, the proxy's CPU seconds and peak RSS (from /proc), and each target's ratio to direct.
 //!
-//! Options: `--rounds N` (3), `--secs S` per measurement (5), `--loads a,b` (all),
+//! Options: `--rounds N` (3), `--secs S` per measurement (5), `--loads a,b` (all five; also
+//! `unary-100b-h2load`, the small unary load from `h2load`, Debian's nghttp2-client),
 //! `--targets a,b` (direct,synapsor; also synapsor+stages, synapsor+plugin, synapsor+plugin-req, synapsor+limit, synapsor+redis-limit, nginx, haproxy), `--gateway PATH` (target/release/synapsor), `--workers N`
 //! (the gateway's `runtime.workers`; 0, one per core).
 
+mod h2load;
 mod load;
 mod procfs;
 mod targets;
@@ -53,7 +55,7 @@ fn args() -> anyhow::Result<Args> {
                 a.loads = names
                     .split(',')
                     .map(|n| {
-                        Load::ALL
+                        Load::KNOWN
                             .into_iter()
                             .find(|l| l.name() == n)
                             .with_context(|| format!("unknown load {n}"))
@@ -81,6 +83,11 @@ fn main() -> anyhow::Result<()> {
         return serve_backend();
     }
     let a = args()?;
+    if a.loads.contains(&Load::Unary100H2load) && !h2load::available() {
+        bail!(
+            "unary-100b-h2load needs h2load on the PATH (Debian: apt-get install nghttp2-client)"
+        );
+    }
     let dir = std::env::temp_dir().join(format!("synapsor-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let backend = targets::backend()?;
@@ -128,8 +135,12 @@ fn main() -> anyhow::Result<()> {
                 let ti = (k + round) % ts.len();
                 let t = &ts[ti];
                 t.reset_rss();
-                let cpu0 = t.cpu();
-                let outcome = rt.block_on(load::run(l, t.addr, duration))?;
+                let mut cpu0 = t.cpu();
+                let outcome = if l == Load::Unary100H2load {
+                    h2load::run(t.addr, duration, &dir)?
+                } else {
+                    rt.block_on(load::run(l, t.addr, duration, || cpu0 = t.cpu()))?
+                };
                 let cpu = t.cpu().saturating_sub(cpu0);
                 let rss_kib = t.peak_rss_kib();
                 eprintln!(
