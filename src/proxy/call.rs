@@ -122,10 +122,10 @@ impl Call {
             };
             let ep = self.members.endpoints[opened.index].clone();
             let index = opened.index;
-            // Until the backend answers, dropping the call hands the stream to `hold`.
-            let mut unanswered = Unanswered::new(opened);
             let in_flight = InFlight::new(&ep);
             let sent_at = Instant::now();
+            // Until the backend answers, dropping the call hands the stream to `hold`.
+            let mut unanswered = Unanswered::new(opened, sent_at);
 
             // Phase B: response headers, while the request body flows.
             let mut header_timer: Option<Pin<Box<Sleep>>> = self

@@ -64,11 +64,11 @@ pub struct Unanswered {
 }
 
 impl Unanswered {
-    /// Watches `opened`, opened just now.
-    pub fn new(opened: Opened) -> Unanswered {
+    /// Watches `opened`, opened at `since`.
+    pub fn new(opened: Opened, since: Instant) -> Unanswered {
         Unanswered {
             opened: Some(opened),
-            since: Instant::now(),
+            since,
         }
     }
 

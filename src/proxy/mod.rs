@@ -30,7 +30,7 @@ use crate::upstream::Upstream;
 
 pub use call::ForwardBody;
 pub use head::upstream_request;
-pub use hold::{held, HOLD, MAX_HELD};
+pub use hold::held;
 pub use pump::{Dir, DirError};
 
 /// The innermost service: routes a call to its upstream group and forwards it. Cloning is
