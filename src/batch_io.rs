@@ -12,6 +12,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -36,6 +38,9 @@ pub struct Batched<T> {
     /// Flushes are put off only once the peer has sent something, so the handshake's first
     /// flight (preface, SETTINGS) never waits on the other side.
     peer_spoke: bool,
+    /// When set, the time of the last read that brought bytes ([`crate::clock::now_ms`]): what
+    /// keepalive looks at to tell a quiet connection from a busy one.
+    last_read: Option<Arc<AtomicU64>>,
 }
 
 impl<T> Batched<T> {
@@ -47,6 +52,16 @@ impl<T> Batched<T> {
             written: 0,
             deferred: false,
             peer_spoke: false,
+            last_read: None,
+        }
+    }
+
+    /// Wraps `inner`, writing the time of every read that brings bytes into `last_read`.
+    pub fn watched(inner: T, last_read: Arc<AtomicU64>) -> Batched<T> {
+        last_read.store(crate::clock::now_ms(), Ordering::Relaxed);
+        Batched {
+            last_read: Some(last_read),
+            ..Batched::new(inner)
         }
     }
 
@@ -106,7 +121,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Batched<T> {
         let this = self.get_mut();
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        this.peer_spoke |= buf.filled().len() > before;
+        if buf.filled().len() > before {
+            this.peer_spoke = true;
+            if let Some(t) = &this.last_read {
+                t.store(crate::clock::now_ms(), Ordering::Relaxed);
+            }
+        }
         Poll::Ready(Ok(()))
     }
 }

@@ -54,6 +54,7 @@ pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod sockopt;
 pub mod stack;
 pub mod tls;
 pub mod upstream;

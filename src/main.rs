@@ -139,7 +139,7 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     for w in &loaded.warnings {
-        tracing::warn!("{}: {w}", path.display());
+        tracing::warn!("{w}");
     }
     // This runtime runs the acceptors, the admin listener and signal handling; calls are served
     // by the gateway's own worker threads, one per core.

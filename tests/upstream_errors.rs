@@ -129,16 +129,67 @@ async fn frozen() -> (SocketAddr, Arc<AtomicU64>) {
     (addr, accepted)
 }
 
+/// Dead-peer detection: a call open on a connection whose peer stopped answering. Nothing
+/// arrives for `keepalive_time`, so the pool PINGs; the PING goes unanswered, the connection is
+/// dropped (the call fails with UNAVAILABLE, not a hang) and a new one is dialled. An idle
+/// connection is never PINGed (stock gRPC servers allow one PING per 2 h without calls).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_keepalive_drops_the_connection_and_redials() {
     let (addr, accepted) = frozen().await;
-    let _gw = gateway(&support::single_worker(&config(
+    let gw = gateway(&support::single_worker(&config(
         &[addr.to_string()],
         "    pool: { keepalive_time: 100ms, keepalive_timeout: 200ms, backoff_max_delay: 100ms }\n",
     )))
     .await;
-    wait_until(10, "the dead connection to be dropped and replaced", || {
-        accepted.load(Ordering::SeqCst) >= 3
+    wait_until(10, "the first connection", || {
+        accepted.load(Ordering::SeqCst) >= 1
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "an idle connection is not PINGed, so not dropped"
+    );
+    let mut c = gw.client().await;
+    let started = std::time::Instant::now();
+    let err = c
+        .unary(EchoRequest::default())
+        .await
+        .expect_err("the peer never answers");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_until(10, "the dead connection to be replaced", || {
+        accepted.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+}
+
+/// A refused call with nowhere else to go tries the refusing endpoint again, pausing between
+/// tries, until `queue_timeout`: then UNAVAILABLE, naming the refusals — bounded, never a hang
+/// or a storm of streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_refused_everywhere_fails_after_queue_timeout() {
+    let (bad, refused) = support::refuser().await;
+    let gw = gateway(&config(
+        &[bad.to_string()],
+        "    pool: { queue_timeout: 500ms }\n",
+    ))
+    .await;
+    let mut c = gw.client().await;
+    let started = std::time::Instant::now();
+    let err = c.unary(EchoRequest::default()).await.expect_err("refused");
+    let took = started.elapsed();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("refused"), "{}", err.message());
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let n = refused.load(Ordering::SeqCst);
+    assert!((2..=33).contains(&n), "{n} streams refused");
 }

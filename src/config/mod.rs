@@ -73,7 +73,9 @@ impl std::error::Error for ConfigError {}
 pub struct Loaded {
     /// The effective configuration, in the native schema.
     pub config: Config,
-    /// Things that are accepted but have no effect (keys of the original format, for example).
+    /// Things that are accepted but have no effect (keys of the original format, for example)
+    /// or are likely to hurt (a keepalive stock gRPC servers refuse), each naming the file and,
+    /// where it can, the line and field.
     pub warnings: Vec<String>,
 }
 
@@ -110,17 +112,31 @@ pub fn parse(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
     } else {
         (typed::<Config>(text, file)?, Vec::new(), Vec::new())
     };
-    if let Err((field, message)) = validate::validate(&config) {
-        // Point at the field in the file; for the original format the native path is mapped
-        // back to the entry it came from where it can be.
-        let located = locate::locate(text);
-        let lookup = if is_seed {
-            seed::SeedFile::original_path(&field, &origin)
+    // Point at a field in the file; for the original format the native path is mapped back to
+    // the entry it came from where it can be.
+    let located = std::cell::OnceCell::new();
+    let original = |field: &str| {
+        if is_seed {
+            seed::SeedFile::original_path(field, &origin)
         } else {
-            field.clone()
-        };
-        let loc = nearest(&located, &lookup);
-        return Err(err(loc, field, message));
+            field.to_string()
+        }
+    };
+    let place = |field: &str| {
+        nearest(
+            located.get_or_init(|| locate::locate(text)),
+            &original(field),
+        )
+    };
+    if let Err((field, message)) = validate::validate(&config) {
+        return Err(err(place(&field), field, message));
+    }
+    let mut warnings: Vec<String> = warnings
+        .into_iter()
+        .map(|w| format!("{}: {w}", file.display()))
+        .collect();
+    for (field, message) in validate::warnings(&config) {
+        warnings.push(err(place(&field), original(&field), message).to_string());
     }
     Ok(Loaded { config, warnings })
 }

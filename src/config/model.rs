@@ -315,10 +315,15 @@ pub struct PoolConfig {
     /// Cap of the exponential reconnect backoff.
     #[serde(default = "default_backoff")]
     pub backoff_max_delay: Dur,
-    /// Interval of HTTP/2 PINGs on each connection; `0` turns keepalive off.
+    /// HTTP/2 keepalive, after gRPC A8: a connection with calls open that has received nothing
+    /// for this long gets a PING; connections without calls are never pinged (TCP keepalive
+    /// watches them). `0` turns PINGs off. The default, 5 min, is the most often stock gRPC
+    /// servers (C-core/grpcio, grpc-go, grpc-java) accept PINGs on a quiet connection: set it
+    /// lower only for servers configured to permit it (`synapsor check` warns).
     #[serde(default = "default_keepalive")]
     pub keepalive_time: Dur,
-    /// A connection whose PING is not answered within this is dropped.
+    /// A connection whose PING is not answered within this is dropped (its calls fail with
+    /// UNAVAILABLE).
     #[serde(default = "default_keepalive_timeout")]
     pub keepalive_timeout: Dur,
 }
@@ -366,9 +371,14 @@ fn default_dial() -> Dur {
 fn default_backoff() -> Dur {
     Dur::secs(3)
 }
+/// The shortest PING interval stock gRPC servers accept on a connection with calls open and no
+/// data flowing (C-core `GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS`, grpc-go
+/// `keepalive.EnforcementPolicy.MinTime`, grpc-java `permitKeepAliveTime`: 5 min each).
+pub const STOCK_MIN_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
 fn default_keepalive() -> Dur {
-    Dur::secs(30)
+    Dur(STOCK_MIN_PING_INTERVAL)
 }
 fn default_keepalive_timeout() -> Dur {
-    Dur::secs(10)
+    Dur::secs(20)
 }

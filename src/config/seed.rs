@@ -230,12 +230,13 @@ impl SeedFile {
 
     /// The path in the original file of a native field path (for error locations).
     pub fn original_path(native: &str, origin: &[usize]) -> String {
-        const KEYS: [(&str, &str); 6] = [
+        const KEYS: [(&str, &str); 7] = [
             ("listen", "PROXY_PORT"),
             ("endpoints", "GRPC_PROXY_ENDPOINTS"),
             ("pool.min_connections", "DEFAULT_GRPC_CONN_NUM"),
             ("pool.dial_timeout", "DIAL_TIMEOUT"),
             ("pool.keepalive_timeout", "KEEPALIVE_TIMEOUT"),
+            ("pool.keepalive_time", "KEEPALIVE_TIME"),
             ("pool.backoff_max_delay", "BACKOFF_MAX_DELAY"),
         ];
         for prefix in ["listeners[", "upstreams["] {

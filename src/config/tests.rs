@@ -206,3 +206,38 @@ fn original_format_errors_name_the_key() {
         "points at the entry's PROXY_PORT: {e}"
     );
 }
+
+#[test]
+fn keepalive_below_what_stock_grpc_servers_accept_is_warned_about() {
+    // The defaults warn about nothing.
+    let quiet = parse(MINIMAL, Path::new("m.yaml")).unwrap();
+    assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
+    let p = &quiet.config.upstreams[0].pool;
+    assert_eq!(
+        (p.keepalive_time, p.keepalive_timeout),
+        (Dur::secs(300), Dur::secs(20))
+    );
+    let short = MINIMAL.replace(
+        "    endpoints: [ \"127.0.0.1:1\" ]\n",
+        "    endpoints: [ \"127.0.0.1:1\" ]\n    pool:\n      keepalive_time: 30s\n",
+    );
+    let w = parse(&short, Path::new("k.yaml")).unwrap().warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("k.yaml:9:"), "{}", w[0]);
+    assert!(
+        w[0].contains("upstreams[0].pool.keepalive_time"),
+        "{}",
+        w[0]
+    );
+    assert!(w[0].contains("too_many_pings"), "{}", w[0]);
+    // The original format's KEEPALIVE_TIME: 5 is honoured, and named in the warning.
+    let seed = parse(SEED, Path::new("seed.yaml")).unwrap();
+    assert_eq!(seed.config.upstreams[0].pool.keepalive_time, Dur::secs(5));
+    assert!(
+        seed.warnings
+            .iter()
+            .any(|w| w.starts_with("seed.yaml:") && w.contains("KEEPALIVE_TIME")),
+        "{:?}",
+        seed.warnings
+    );
+}

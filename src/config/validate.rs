@@ -3,7 +3,30 @@
 use std::collections::HashSet;
 
 use super::interceptor::{check_method_pattern, StageConfig};
-use super::model::{Config, PoolMode};
+use super::model::{Config, PoolMode, STOCK_MIN_PING_INTERVAL};
+
+/// Settings that are valid but likely to hurt, as (field path, message): a pool keepalive
+/// shorter than stock gRPC servers accept.
+pub fn warnings(c: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, u) in c.upstreams.iter().enumerate() {
+        let t = u.pool.keepalive_time.0;
+        if !t.is_zero() && t < STOCK_MIN_PING_INTERVAL {
+            out.push((
+                format!("upstreams[{i}].pool.keepalive_time"),
+                format!(
+                    "{t:?} is shorter than the 5 min stock gRPC servers (C-core/grpcio, grpc-go, \
+                     grpc-java) accept between PINGs while a call is open and quiet; such a \
+                     server answers the third early PING with GOAWAY ENHANCE_YOUR_CALM \
+                     \"too_many_pings\" and the calls on that connection fail, unless it permits \
+                     it (grpc.http2.min_ping_interval_without_data_ms, \
+                     keepalive.EnforcementPolicy.MinTime, permitKeepAliveTime)"
+                ),
+            ));
+        }
+    }
+    out
+}
 
 /// The first problem found, as (field path, message).
 pub fn validate(c: &Config) -> Result<(), (String, String)> {

@@ -2,7 +2,7 @@
 //! stream slots on it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +15,10 @@ use tokio::sync::Notify;
 
 use super::PoolInner;
 use crate::clock;
+
+/// Recently reset streams an upstream connection remembers (h2's default is 10), so that the
+/// server's frames already in flight for them are ignored.
+const RECENT_RESETS: usize = 1024;
 
 /// A connection in a pool.
 pub struct Conn {
@@ -40,6 +44,8 @@ pub struct ConnShared {
     pub closed: AtomicBool,
     /// Wakes the driver to drop the connection at once.
     pub kill: Notify,
+    /// When bytes last arrived from the peer (ms on [`clock::now_ms`]).
+    pub last_read: Arc<AtomicU64>,
 }
 
 impl Conn {
@@ -109,6 +115,7 @@ impl Conn {
 /// SETTINGS are known), and spawns the task that drives the connection.
 pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, String> {
     let s = &pool.settings;
+    let last_read = Arc::new(AtomicU64::new(0));
     let fut = async {
         let addr = tokio::net::lookup_host(&*pool.address)
             .await
@@ -117,6 +124,7 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
             .ok_or_else(|| "resolve: no address".to_string())?;
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
+        crate::sockopt::tcp_keepalive(&tcp);
         let io = match &s.tls {
             Some(tls) => tls.connect(&pool.address, tcp).await?,
             None => Io::Plain(tcp),
@@ -126,7 +134,14 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
             .initial_connection_window_size(s.conn_window)
             .max_frame_size(s.max_frame_size)
             .enable_push(false)
-            .handshake::<_, Bytes>(Batched::new(io))
+            // A reset stream's frames still in flight from the server are ignored, not taken for
+            // a protocol error, for up to this many recent resets; and h2's lifetime cap of 1,024
+            // such late frames per connection (a guard against hostile servers) is lifted: on a
+            // long-lived upstream connection with many cancelled calls, the gateway itself would
+            // otherwise close the connection every other call shares.
+            .max_concurrent_reset_streams(RECENT_RESETS)
+            .max_local_error_reset_streams(None)
+            .handshake::<_, Bytes>(Batched::watched(io, last_read.clone()))
             .await
             .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
         let mut ping = conn.ping_pong().expect("first ping_pong");
@@ -161,6 +176,7 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
     let shared = Arc::new(ConnShared {
         closed: AtomicBool::new(false),
         kill: Notify::new(),
+        last_read,
     });
     let c = Arc::new(Conn {
         id: pool.next_id.fetch_add(1, Ordering::Relaxed),
@@ -172,7 +188,7 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
         overflow,
         shared: shared.clone(),
     });
-    tokio::spawn(drive(conn, ping, shared, c.id, pool.clone()));
+    tokio::spawn(drive(conn, ping, Arc::downgrade(&c), pool.clone()));
     Ok(c)
 }
 
@@ -180,10 +196,12 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
 async fn drive(
     conn: h2::client::Connection<Batched<Io>, Bytes>,
     ping: h2::PingPong,
-    shared: Arc<ConnShared>,
-    id: u64,
+    handle: Weak<Conn>,
     pool: Arc<PoolInner>,
 ) {
+    let Some((shared, id)) = handle.upgrade().map(|c| (c.shared.clone(), c.id)) else {
+        return;
+    };
     let result = tokio::select! {
         r = conn => r.map_err(|e| {
             if e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
@@ -191,7 +209,7 @@ async fn drive(
             }
             e.to_string()
         }),
-        e = keepalive(ping, &pool) => Err(e),
+        e = keepalive(ping, &pool, &shared.last_read, handle) => Err(e),
         _ = shared.kill.notified() => Err("closed by the pool".to_string()),
     };
     shared.closed.store(true, Ordering::Relaxed);
@@ -206,8 +224,20 @@ async fn drive(
     pool.remove(id);
 }
 
-/// Sends a PING every keepalive interval; returns when one is not answered in time.
-async fn keepalive(mut ping: h2::PingPong, pool: &PoolInner) -> String {
+/// Keepalive after gRPC A8's client rules: a PING goes out only while streams are open and
+/// nothing has arrived from the peer for the keepalive interval (the previous PING's answer
+/// included), so consecutive PINGs reach the peer at least an interval apart. Stock gRPC
+/// servers (C-core/grpcio, grpc-go, grpc-java) accept one PING per 5 minutes on a quiet
+/// connection with calls open and one per 2 hours on one without; more often, a third early
+/// PING is answered with GOAWAY ENHANCE_YOUR_CALM `too_many_pings`. Idle connections are never
+/// pinged: TCP keepalive ([`crate::sockopt::tcp_keepalive`]) finds dead peers there. Returns when
+/// a PING is not answered in time.
+async fn keepalive(
+    mut ping: h2::PingPong,
+    pool: &PoolInner,
+    last_read: &AtomicU64,
+    conn: Weak<Conn>,
+) -> String {
     let Some(timeout) = pool.settings.keepalive_timeout else {
         return std::future::pending().await;
     };
@@ -216,7 +246,16 @@ async fn keepalive(mut ping: h2::PingPong, pool: &PoolInner) -> String {
         if interval.is_zero() {
             return std::future::pending().await;
         }
-        tokio::time::sleep(interval).await;
+        let quiet = clock::now_ms().saturating_sub(last_read.load(Ordering::Relaxed));
+        let interval_ms = interval.as_millis() as u64;
+        if quiet < interval_ms {
+            tokio::time::sleep(Duration::from_millis(interval_ms - quiet)).await;
+            continue;
+        }
+        if conn.upgrade().is_none_or(|c| c.in_flight() == 0) {
+            tokio::time::sleep(interval).await;
+            continue;
+        }
         match tokio::time::timeout(timeout, ping.ping(h2::Ping::opaque())).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return format!("keepalive PING failed: {e}"),

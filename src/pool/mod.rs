@@ -251,6 +251,23 @@ impl Pool {
         self.inner.retired.load(Ordering::Acquire)
     }
 
+    /// The longest a call waits for a stream slot (`queue_timeout`).
+    pub fn queue_timeout(&self) -> Duration {
+        self.inner.settings.queue_timeout
+    }
+
+    /// Waits until a stream on this endpoint ends or a connection opens or closes (something
+    /// that may free a stream slot), or until `until`; true when it was not the timer. Used by
+    /// a call whose stream the endpoint refused, before it tries the endpoint again.
+    pub async fn wait_for_release(&self, until: tokio::time::Instant) -> bool {
+        let p = &self.inner;
+        let notified = p.wake.notified();
+        p.waiting.fetch_add(1, Ordering::AcqRel);
+        let woken = tokio::time::timeout_at(until, notified).await.is_ok();
+        p.waiting.fetch_sub(1, Ordering::AcqRel);
+        woken
+    }
+
     /// Leases a stream slot, dialling or queueing as the settings say.
     pub async fn acquire(&self) -> Result<Lease, AcquireError> {
         let p = &self.inner;
@@ -268,6 +285,9 @@ impl Pool {
                 pool: p.clone(),
             });
         }
+        // A strict pool's queue wait is bounded in total, however often a call is woken and
+        // loses the freed slot to another.
+        let mut queued_until = None;
         loop {
             if let Some(lease) = p.try_lease() {
                 return Ok(lease);
@@ -309,8 +329,13 @@ impl Pool {
             let mut notified = Box::pin(p.wake.notified());
             notified.as_mut().enable();
             let lease = p.try_lease();
+            let until = if may_dial {
+                tokio::time::Instant::now() + limit
+            } else {
+                *queued_until.get_or_insert_with(|| tokio::time::Instant::now() + limit)
+            };
             let waited = if lease.is_none() {
-                tokio::time::timeout(limit, notified).await.is_ok()
+                tokio::time::timeout_at(until, notified).await.is_ok()
             } else {
                 true
             };

@@ -67,6 +67,75 @@ enum Headers {
     Timeout(ProxyError),
 }
 
+/// How one attempt (one upstream stream) ended.
+enum Attempt {
+    /// Response headers arrived: the call goes on with this response.
+    Answered(Response),
+    /// The upstream never processed the stream (REFUSED_STREAM, or a graceful GOAWAY that did
+    /// not cover it): the endpoint at this index, and why.
+    Refused(usize, ProxyError),
+    /// Anything else: the call ends with this.
+    Failed(ProxyError),
+}
+
+/// Most attempts a call makes after the upstream refused its stream (it also stops when
+/// `queue_timeout` or its deadline runs out).
+const MAX_REFUSALS: u32 = 32;
+
+/// Retry bookkeeping of one call. A call that never reached an upstream (connect failed, no
+/// stream slot) is retried once elsewhere. A stream the upstream refused was never processed:
+/// the call tries another endpoint, and where it can only go back to the one that refused, it
+/// first waits for a stream there to end — within the pool's `queue_timeout` and the call's
+/// deadline, as a strict pool's queue waits for a slot.
+#[derive(Default)]
+struct Retry {
+    /// The one retry elsewhere has been used.
+    retried: bool,
+    /// The first failure, reported when nowhere is left to go.
+    first_error: Option<ProxyError>,
+    /// The endpoint the next pick avoids, when another is in rotation.
+    avoid: Option<usize>,
+    /// The endpoint that refused last; a new stream there waits for one of its streams to end.
+    refused: Option<usize>,
+    refusals: u32,
+    /// How long a refused call may keep trying.
+    until: Option<Instant>,
+}
+
+impl Retry {
+    /// Records a refusal by endpoint `index`; false when the call has tried long enough.
+    fn refused(&mut self, index: usize, call: &Call, e: &ProxyError) -> bool {
+        self.refusals += 1;
+        let ep = &call.members.endpoints[index];
+        let until = *self
+            .until
+            .get_or_insert_with(|| Instant::now() + ep.pool.queue_timeout());
+        let until = call.deadline.map_or(until, |d| d.min(until));
+        if self.refusals > MAX_REFUSALS || Instant::now() >= until {
+            return false;
+        }
+        if self.first_error.is_none() {
+            self.first_error = Some(ProxyError::NotStarted {
+                upstream: call.upstream.name.to_string(),
+                endpoint: ep.address.to_string(),
+                reason: e.to_string(),
+            });
+        }
+        self.avoid = Some(index);
+        self.refused = Some(index);
+        true
+    }
+
+    /// The error to report: when the last one only says no endpoint was left, the first
+    /// failure says more.
+    fn report(self, e: ProxyError) -> ProxyError {
+        match (&e, self.first_error) {
+            (ProxyError::NoHealthyEndpoint(_), Some(first)) => first,
+            _ => e,
+        }
+    }
+}
+
 impl Call {
     /// A call for `parts` (hop-by-hop headers already stripped) to `upstream`.
     pub fn new(upstream: Arc<Upstream>, parts: Parts) -> Call {
@@ -94,157 +163,191 @@ impl Call {
     pub async fn run(mut self, body: Body) -> Result<Response, ProxyError> {
         let mut dir = Dir::new(body, true);
         let mut deadline = self.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        let mut avoid = None;
-        let mut retried = false;
-        let mut first_error = None;
+        let mut retry = Retry::default();
         loop {
             // Phase A: an endpoint, a stream slot, a stream.
             let opened = tokio::select! {
-                r = self.open(avoid, dir.is_done()) => r,
+                r = self.open(&retry, dir.is_done()) => r,
                 _ = sleep_opt(&mut deadline) => Err((None, self.deadline_error())),
             };
             let opened = match opened {
                 Ok(o) => o,
                 Err((index, e)) => {
-                    if e.never_started() && !retried && index.is_some() && dir.can_replay() {
-                        retried = true;
-                        avoid = index;
-                        self.refresh_members(&mut avoid);
-                        first_error = Some(e);
+                    if e.never_started() && !retry.retried && index.is_some() && dir.can_replay() {
+                        retry.retried = true;
+                        retry.avoid = index;
+                        self.refresh_members(&mut retry);
+                        retry.first_error = Some(e);
                         continue;
                     }
-                    // Nowhere left to retry: the first failure says more than "no endpoint".
-                    if let (ProxyError::NoHealthyEndpoint(_), Some(first)) = (&e, first_error) {
-                        return Err(first);
-                    }
-                    return Err(e);
+                    return Err(retry.report(e));
                 }
             };
-            let ep = self.members.endpoints[opened.index].clone();
-            let index = opened.index;
-            let in_flight = InFlight::new(&ep);
-            let sent_at = Instant::now();
-            // Until the backend answers, dropping the call hands the stream to `hold`.
-            let mut unanswered = Unanswered::new(opened, sent_at);
-
             // Phase B: response headers, while the request body flows.
-            let mut header_timer: Option<Pin<Box<Sleep>>> = self
-                .members
-                .request_timeout
-                .map(|t| Box::pin(tokio::time::sleep(t)));
-            let mut req_broken = false;
-            let got = poll_fn(|cx| {
-                let opened = unanswered.get();
-                if !req_broken {
-                    if let Poll::Ready(Err(_)) = dir.poll_forward(cx, &mut opened.send) {
-                        // The client's side failed (it reset: the server drops this call) or
-                        // the upstream stopped reading (its response will say why).
-                        req_broken = true;
+            match self.await_headers(opened, &mut dir, &mut deadline).await {
+                Attempt::Answered(resp) => return Ok(resp),
+                Attempt::Failed(e) => return Err(e),
+                Attempt::Refused(index, e) => {
+                    if !dir.can_replay() || !retry.refused(index, &self, &e) {
+                        return Err(e);
                     }
+                    tracing::debug!(upstream = %self.upstream.name, error = %e,
+                        "stream refused before it started; waiting for a slot");
+                    self.refresh_members(&mut retry);
+                    dir.restart();
                 }
-                if let Poll::Ready(r) = opened.response.poll_unpin(cx) {
-                    return Poll::Ready(Headers::Response(r));
-                }
-                if let Some(d) = deadline.as_mut() {
-                    if d.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Headers::Timeout(self.deadline_error()));
-                    }
-                }
-                if let Some(t) = header_timer.as_mut() {
-                    if t.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Headers::Timeout(ProxyError::RequestTimeout {
-                            upstream: self.upstream.name.to_string(),
-                            timeout: self.members.request_timeout.unwrap_or_default(),
-                        }));
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            let mut opened = unanswered.settle();
-            let resp = match got {
-                Headers::Response(Ok(resp)) => resp,
-                Headers::Response(Err(e)) => {
-                    self.failed(&ep);
-                    let err = stream_error(&self.upstream.name, &ep, &e, true);
-                    if err.never_started() && !retried && dir.can_replay() {
-                        tracing::debug!(upstream = %self.upstream.name, endpoint = %ep.address,
-                            error = %e, "stream refused before it started; retrying elsewhere");
-                        retried = true;
-                        avoid = Some(index);
-                        self.refresh_members(&mut avoid);
-                        dir.restart();
-                        continue;
-                    }
-                    return Err(err);
-                }
-                Headers::Timeout(err) => {
-                    if let ProxyError::RequestTimeout { .. } = err {
-                        self.failed(&ep);
-                    }
-                    opened.send.send_reset(h2::Reason::CANCEL);
-                    return Err(err);
-                }
-            };
-            ep.latency.observe(sent_at.elapsed().as_nanos() as u64);
-            dir.forget_replay();
-            let (mut head, body) = resp.into_parts();
-            grpc::strip_hop_by_hop(&mut head.headers);
-            let ep_address = ep.address.clone();
-            let body = if body.is_end_stream() {
-                // Trailers-only: nothing more will flow either way.
-                if let Some(o) = &self.members.outlier {
-                    o.record_status(
-                        &ep,
-                        &self.members.endpoints,
-                        grpc::status_code(&head.headers),
-                    );
-                }
-                Body::empty()
-            } else {
-                Body::boxed(ForwardBody {
-                    response: Body::h2(body),
-                    request: dir,
-                    request_sink: opened.send,
-                    request_broken: req_broken,
-                    deadline,
-                    started: self.started,
-                    upstream: self.upstream.name.clone(),
-                    endpoint: ep,
-                    outlier: self
-                        .members
-                        .outlier
-                        .clone()
-                        .map(|o| (o, self.members.clone())),
-                    _lease: opened._lease,
-                    _in_flight: in_flight,
-                })
-            };
-            let mut resp = Response::from_parts(head, body);
-            resp.extensions_mut()
-                .insert(crate::interceptor::UpstreamEndpoint(ep_address));
-            resp.extensions_mut()
-                .insert(crate::interceptor::UpstreamGroup(
-                    self.upstream.name.clone(),
-                ));
-            return Ok(resp);
+            }
         }
+    }
+
+    /// Phase B of one attempt: waits for the response headers of the stream `opened` while the
+    /// request body flows, and turns them into the call's response.
+    async fn await_headers(
+        &self,
+        opened: Opened,
+        dir: &mut Dir,
+        deadline: &mut Option<Pin<Box<Sleep>>>,
+    ) -> Attempt {
+        let ep = self.members.endpoints[opened.index].clone();
+        let index = opened.index;
+        let in_flight = InFlight::new(&ep);
+        let sent_at = Instant::now();
+        // Until the backend answers, dropping the call hands the stream to `hold`.
+        let mut unanswered = Unanswered::new(opened, sent_at);
+        let mut header_timer: Option<Pin<Box<Sleep>>> = self
+            .members
+            .request_timeout
+            .map(|t| Box::pin(tokio::time::sleep(t)));
+        let mut req_broken = false;
+        let got = poll_fn(|cx| {
+            let opened = unanswered.get();
+            if !req_broken {
+                if let Poll::Ready(Err(_)) = dir.poll_forward(cx, &mut opened.send) {
+                    // The client's side failed (it reset: the server drops this call) or
+                    // the upstream stopped reading (its response will say why).
+                    req_broken = true;
+                }
+            }
+            if let Poll::Ready(r) = opened.response.poll_unpin(cx) {
+                return Poll::Ready(Headers::Response(r));
+            }
+            if let Some(d) = deadline.as_mut() {
+                if d.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Headers::Timeout(self.deadline_error()));
+                }
+            }
+            if let Some(t) = header_timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Headers::Timeout(ProxyError::RequestTimeout {
+                        upstream: self.upstream.name.to_string(),
+                        timeout: self.members.request_timeout.unwrap_or_default(),
+                    }));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let mut opened = unanswered.settle();
+        let resp = match got {
+            Headers::Response(Ok(resp)) => resp,
+            Headers::Response(Err(e)) => {
+                self.failed(&ep);
+                let err = stream_error(&self.upstream.name, &ep, &e, true);
+                if err.never_started() {
+                    return Attempt::Refused(index, err);
+                }
+                return Attempt::Failed(err);
+            }
+            Headers::Timeout(err) => {
+                if let ProxyError::RequestTimeout { .. } = err {
+                    self.failed(&ep);
+                }
+                opened.send.send_reset(h2::Reason::CANCEL);
+                return Attempt::Failed(err);
+            }
+        };
+        ep.latency.observe(sent_at.elapsed().as_nanos() as u64);
+        dir.forget_replay();
+        let (mut head, body) = resp.into_parts();
+        grpc::strip_hop_by_hop(&mut head.headers);
+        let ep_address = ep.address.clone();
+        let body = if body.is_end_stream() {
+            // Trailers-only: nothing more will flow either way.
+            if let Some(o) = &self.members.outlier {
+                o.record_status(
+                    &ep,
+                    &self.members.endpoints,
+                    grpc::status_code(&head.headers),
+                );
+            }
+            Body::empty()
+        } else {
+            Body::boxed(ForwardBody {
+                response: Body::h2(body),
+                request: std::mem::replace(dir, Dir::new(Body::empty(), false)),
+                request_sink: opened.send,
+                request_broken: req_broken,
+                deadline: deadline.take(),
+                started: self.started,
+                upstream: self.upstream.name.clone(),
+                endpoint: ep,
+                outlier: self
+                    .members
+                    .outlier
+                    .clone()
+                    .map(|o| (o, self.members.clone())),
+                _lease: opened._lease,
+                _in_flight: in_flight,
+            })
+        };
+        let mut resp = Response::from_parts(head, body);
+        resp.extensions_mut()
+            .insert(crate::interceptor::UpstreamEndpoint(ep_address));
+        resp.extensions_mut()
+            .insert(crate::interceptor::UpstreamGroup(
+                self.upstream.name.clone(),
+            ));
+        Attempt::Answered(resp)
     }
 
     /// Picks an endpoint and opens a stream on it. On error, says which endpoint failed.
     async fn open(
         &self,
-        avoid: Option<usize>,
+        retry: &Retry,
         end_of_stream: bool,
     ) -> Result<Opened, (Option<usize>, ProxyError)> {
         let up = &self.members;
         let name = &self.upstream.name;
         let index = up
             .balancer
-            .pick(&up.endpoints, avoid, &mut rand::rng())
+            .pick(&up.endpoints, retry.avoid, &mut rand::rng())
             .ok_or_else(|| (None, ProxyError::NoHealthyEndpoint(name.to_string())))?;
         let ep = &up.endpoints[index];
         let fail = |e| (Some(index), e);
+        if retry.refused == Some(index) {
+            // Back to the endpoint that refused the stream: wait for one of its streams to
+            // end (or a moment, when it had none other open) before trying it again.
+            let pause = REFUSED_PAUSE * (1 << retry.refusals.min(5));
+            let until = retry.until.unwrap_or_else(Instant::now);
+            let until = self.deadline.map_or(until, |d| d.min(until));
+            if !ep
+                .pool
+                .wait_for_release(until.min(Instant::now() + pause))
+                .await
+                && Instant::now() >= until
+            {
+                let e = retry.first_error.as_ref().map(|e| e.to_string());
+                return Err(fail(ProxyError::NotStarted {
+                    upstream: name.to_string(),
+                    endpoint: ep.address.to_string(),
+                    reason: format!(
+                        "refused {} times; no stream slot within queue_timeout ({})",
+                        retry.refusals,
+                        e.unwrap_or_default()
+                    ),
+                }));
+            }
+        }
         let lease = ep.pool.acquire().await.map_err(|e| match e {
             AcquireError::Connect(reason) => {
                 let (n, wait) = ep.connect_failed(up.backoff_max);
@@ -298,14 +401,19 @@ impl Call {
     }
 }
 
+/// The first pause before a refused call goes back to the endpoint that refused it, when no
+/// stream ends there sooner; doubled per refusal, up to 32 times this.
+const REFUSED_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 impl Call {
     /// Before a retry: when a reload changed the group since the call started, the retry
     /// picks among the new members (the endpoint to avoid may have left; indices changed).
-    fn refresh_members(&mut self, avoid: &mut Option<usize>) {
+    fn refresh_members(&mut self, retry: &mut Retry) {
         let now = self.upstream.members();
         if !Arc::ptr_eq(&now, &self.members) {
             self.members = now;
-            *avoid = None;
+            retry.avoid = None;
+            retry.refused = None;
         }
     }
 

@@ -228,6 +228,7 @@ pub async fn serve_conn(incoming: Incoming) {
         return;
     };
     let _ = tcp.set_nodelay(true);
+    crate::sockopt::tcp_keepalive(&tcp);
     let (io, identity) = match &settings.tls {
         None => (Io::Plain(tcp), None),
         Some(tls) => {
