@@ -142,6 +142,24 @@ pub fn trailers_only(code: Code, message: &str) -> Response<()> {
     resp
 }
 
+/// The fields of the trailers-only answer to a request whose metadata is larger than the
+/// listener's `max_header_list_size` (`limit`, bytes as RFC 9113 §6.5.2 counts them: name and
+/// value plus 32 per field): RESOURCE_EXHAUSTED, as gRPC's C core answers metadata over its
+/// limit, naming the limit. h2 sends them with `:status 200` and END_STREAM.
+pub fn metadata_too_large(limit: u32) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    put_status(
+        &mut h,
+        Code::ResourceExhausted,
+        &format!(
+            "request metadata is larger than this listener's max_header_list_size \
+             ({limit} bytes, counting 32 per entry)"
+        ),
+    );
+    h
+}
+
 /// Most `grpc-timeout` digits the spec allows.
 const MAX_TIMEOUT_DIGITS: usize = 8;
 

@@ -262,6 +262,11 @@ pub async fn serve_conn(incoming: Incoming) {
     builder
         .max_concurrent_streams(settings.max_concurrent_streams)
         .max_header_list_size(settings.max_header_list_size)
+        .header_list_too_large_response(
+            http::StatusCode::OK,
+            crate::grpc::metadata_too_large(settings.max_header_list_size),
+            h2::Reason::NO_ERROR,
+        )
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
         .max_frame_size(MAX_FRAME);

@@ -123,6 +123,19 @@ def main():
         got = [decode(m).get(1) for m in bidi(iter(msgs), timeout=10)]
         check(got == [("m%d" % i).encode() for i in range(10)], "bidi echoes every message")
 
+        try:
+            # Metadata over the listener's 16 KiB max_header_list_size: a gRPC status naming
+            # the limit (it used to be a bare HTTP 431, which grpcio reports as UNKNOWN).
+            unary(echo_request(), metadata=[("x-big", "a" * 20 * 1024)], timeout=10)
+            check(False, "oversized metadata")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                  and "max_header_list_size" in (e.details() or ""),
+                  "oversized metadata gets RESOURCE_EXHAUSTED naming the limit (%s: %s)"
+                  % (e.code(), e.details()))
+        reply = unary(echo_request(payload=b"after"), timeout=10)
+        check(decode(reply).get(1) == b"after", "the channel still serves after that")
+
         big = b"z" * (4 << 20)
         reply = unary(echo_request(payload=big), timeout=30)
         check(decode(reply).get(1) == big, "4 MiB message round trip")

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw_h2;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
