@@ -102,3 +102,28 @@ async fn least_request_steers_away_from_long_streams() {
     let counts = spread(&gw, 200).await;
     assert!(counts.get("a").copied().unwrap_or(0) > 50, "{counts:?}");
 }
+
+/// Field fault: with weights 2:1 and calls one at a time, `least_request` sent 600 of 600 calls
+/// to the heavier endpoint ((in-flight + 1) / weight made it the least loaded every time).
+/// Idle endpoints now tie and are taken in smooth weighted order: 2:1 at concurrency 1, as
+/// `round_robin` and `random_weight` give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_hold_at_concurrency_one() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let eps = vec![format!("{}#2", a.addr), format!("{}#1", b.addr)];
+    for policy in ["least_request", "round_robin", "random_weight"] {
+        let gw = gateway(&config(&eps, &format!("    balance: {policy}\n"))).await;
+        let counts = spread(&gw, 600).await;
+        let share = counts.get("a").copied().unwrap_or(0) as f64 / 600.0;
+        // random_weight: the binomial sd is 0.019 at n=600; 0.08 is four of them.
+        let band = if policy == "random_weight" {
+            0.08
+        } else {
+            0.03
+        };
+        assert!(
+            (share - 2.0 / 3.0).abs() < band,
+            "{policy}: {share:.3} of calls to the weight-2 endpoint ({counts:?})"
+        );
+    }
+}

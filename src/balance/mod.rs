@@ -4,11 +4,15 @@
 //! configured weight.
 //!
 //! - `random_weight`: weighted random.
-//! - `least_request`: fewest in-flight streams per unit of weight; ties broken at random.
+//! - `least_request`: fewest in-flight streams per unit of weight; ties (idle endpoints
+//!   among them) in smooth weighted round-robin order, so weights hold at any load.
 //! - `round_robin`: smooth weighted round robin (nginx's), precomputed into a schedule walked with
 //!   one atomic counter, so no lock is taken per call.
 //! - `p2c_ewma`: two random candidates, the one with the lower peak-EWMA latency × (in-flight + 1)
-//!   / weight wins (linkerd's power of two choices).
+//!   / weight wins (linkerd's power of two choices). It follows latency by design: a weight is
+//!   not a share of calls but how much more latency × load an endpoint is credited with (weight
+//!   2 wins against weight 1 until its latency × load is twice as high), so with equal
+//!   latencies the heavier endpoint takes nearly every call at light load.
 //!
 //! The random source is a parameter so tests can seed it.
 
@@ -30,7 +34,7 @@ const MAX_SCHEDULE: u64 = 4096;
 /// A balancer for one upstream group.
 pub struct Balancer {
     policy: Balance,
-    /// `round_robin`: endpoint indices in smooth weighted order.
+    /// `round_robin` (and `least_request`, for ties): endpoint indices in smooth weighted order.
     schedule: Vec<usize>,
     next: AtomicUsize,
 }
@@ -38,7 +42,7 @@ pub struct Balancer {
 impl Balancer {
     /// A balancer with `policy` over endpoints of these weights.
     pub fn new(policy: Balance, weights: &[u32]) -> Balancer {
-        let schedule = if policy == Balance::RoundRobin {
+        let schedule = if matches!(policy, Balance::RoundRobin | Balance::LeastRequest) {
             smooth_schedule(weights)
         } else {
             Vec::new()
@@ -71,17 +75,11 @@ impl Balancer {
         let ok = |i: usize| eps[i].available() && Some(i) != avoid;
         let picked = match self.policy {
             Balance::RandomWeight => random_weight(eps, &ok, rng),
-            Balance::LeastRequest => least_request(eps, &ok, rng),
+            Balance::LeastRequest => self.least_request(eps, &ok, rng),
             Balance::RoundRobin => {
                 // A slow-starting endpoint keeps its turn only as often as its ramp allows.
-                let ramped = |i: usize| {
-                    ok(i)
-                        && match eps[i].ramp_share() {
-                            None => true,
-                            Some(pct) => rand::random_range(0..100) < pct,
-                        }
-                };
-                self.round_robin(&ramped).or_else(|| self.round_robin(&ok))
+                self.round_robin(&|i| ok(i) && ramped(eps, i))
+                    .or_else(|| self.round_robin(&ok))
             }
             Balance::P2cEwma => p2c(eps, &ok, rng),
         };
@@ -123,40 +121,59 @@ fn random_weight<R: Rng + ?Sized>(
     None
 }
 
-fn least_request<R: Rng + ?Sized>(
-    eps: &[Arc<Endpoint>],
-    ok: &dyn Fn(usize) -> bool,
-    rng: &mut R,
-) -> Option<usize> {
-    // Compare (in_flight + 1)/weight — the load once this call is placed, so that weights
-    // count even when nothing is in flight — exactly, by cross-multiplying; reservoir-sample
-    // among ties.
-    let mut best: Option<(u64, u64)> = None;
-    let mut chosen = None;
-    let mut ties = 0u32;
-    for i in (0..eps.len()).filter(|&i| ok(i)) {
-        let load = eps[i].in_flight.load(Ordering::Relaxed) + 1;
-        let w = eps[i].effective_weight();
-        let ord = match best {
-            None => std::cmp::Ordering::Less,
-            Some((bl, bw)) => (load * bw).cmp(&(bl * w)),
-        };
-        match ord {
-            std::cmp::Ordering::Less => {
-                best = Some((load, w));
-                chosen = Some(i);
-                ties = 1;
-            }
-            std::cmp::Ordering::Equal => {
-                ties += 1;
-                if rng.random_range(0..ties) == 0 {
-                    chosen = Some(i);
+impl Balancer {
+    /// Fewest in-flight streams per unit of (effective) weight, compared exactly by
+    /// cross-multiplying. When every endpoint ties — all idle, or all loaded in proportion to
+    /// their weights — they are taken in smooth weighted round-robin order, so weights give
+    /// exact shares at concurrency 1 as under steady load; a tie among some of them is broken
+    /// at random by weight. (Envoy's `least_request` and the original synapsor's `minConn` keep
+    /// weights when endpoints are idle, too.)
+    fn least_request<R: Rng + ?Sized>(
+        &self,
+        eps: &[Arc<Endpoint>],
+        ok: &dyn Fn(usize) -> bool,
+        rng: &mut R,
+    ) -> Option<usize> {
+        let mut best: Option<(u64, u64)> = None;
+        let (mut chosen, mut ties, mut candidates) = (None, 0usize, 0usize);
+        for i in (0..eps.len()).filter(|&i| ok(i)) {
+            candidates += 1;
+            let (load, w) = (
+                eps[i].in_flight.load(Ordering::Relaxed),
+                eps[i].effective_weight(),
+            );
+            let ord = best.map_or(std::cmp::Ordering::Less, |(bl, bw)| {
+                (load * bw).cmp(&(bl * w))
+            });
+            match ord {
+                std::cmp::Ordering::Less => {
+                    best = Some((load, w));
+                    (chosen, ties) = (Some(i), 1);
                 }
+                std::cmp::Ordering::Equal => ties += 1,
+                std::cmp::Ordering::Greater => {}
             }
-            std::cmp::Ordering::Greater => {}
         }
+        if ties < 2 {
+            return chosen;
+        }
+        let (bl, bw) = best?;
+        let tied = |i: usize| {
+            ok(i) && eps[i].in_flight.load(Ordering::Relaxed) * bw == bl * eps[i].effective_weight()
+        };
+        if ties == candidates {
+            return self.round_robin(&|i| tied(i) && ramped(eps, i)).or(chosen);
+        }
+        random_weight(eps, &tied, rng).or(chosen)
     }
-    chosen
+}
+
+/// A slow-starting endpoint keeps only its ramp's share of the round-robin turns it is offered.
+fn ramped(eps: &[Arc<Endpoint>], i: usize) -> bool {
+    match eps[i].ramp_share() {
+        None => true,
+        Some(pct) => rand::random_range(0..100) < pct,
+    }
 }
 
 fn p2c<R: Rng + ?Sized>(

@@ -69,16 +69,43 @@ fn round_robin_is_smooth_and_exact() {
 fn least_request_prefers_fewest_in_flight_per_weight() {
     let eps = endpoints(&[1, 1, 2]);
     let b = Balancer::new(Balance::LeastRequest, &[1, 1, 2]);
-    eps[0].in_flight.store(3, Ordering::Relaxed);
-    eps[1].in_flight.store(1, Ordering::Relaxed);
-    eps[2].in_flight.store(3, Ordering::Relaxed);
-    // (in_flight + 1) / weight: 4, 2, 2 — a tie between 1 and 2, broken at random.
-    let s = shares(&b, &eps, 10_000, 3);
-    assert_eq!(s[0], 0.0);
-    assert!(s[1] > 0.4 && s[2] > 0.4, "{s:?}");
-    eps[1].in_flight.store(5, Ordering::Relaxed);
+    let load = |l: [u64; 3]| {
+        for (e, n) in eps.iter().zip(l) {
+            e.in_flight.store(n, Ordering::Relaxed);
+        }
+    };
+    // in_flight / weight: 3, 1, 1.5 — the second alone is least loaded.
+    load([3, 1, 3]);
+    let s = shares(&b, &eps, 1000, 3);
+    assert_eq!(s[1], 1.0, "{s:?}");
+    // 3, 2, 2: a tie between the second and third, taken by weight (1 : 2).
+    load([3, 2, 4]);
+    let s = shares(&b, &eps, 6000, 4);
+    assert_eq!(s[0], 0.0, "{s:?}");
+    // The binomial sd at n = 6000 is 0.006.
+    assert!((s[1] - 1.0 / 3.0).abs() < 0.03, "{s:?}");
+    load([3, 5, 3]);
     let s = shares(&b, &eps, 1000, 4);
     assert_eq!(s[2], 1.0, "{s:?}");
+}
+
+/// Calls one at a time (nothing in flight at each pick): every balancer but `p2c_ewma` gives
+/// each endpoint its weight's share — `least_request` and `round_robin` exactly.
+#[test]
+fn weights_hold_at_concurrency_one() {
+    let eps = endpoints(&[2, 1]);
+    for policy in [Balance::LeastRequest, Balance::RoundRobin] {
+        let b = Balancer::new(policy, &[2, 1]);
+        let s = shares(&b, &eps, 600, 5);
+        assert_eq!(s, [400.0 / 600.0, 200.0 / 600.0], "{policy:?}");
+    }
+    let b = Balancer::new(Balance::RandomWeight, &[2, 1]);
+    let s = shares(&b, &eps, 6000, 5);
+    assert!((s[0] - 2.0 / 3.0).abs() < 0.03, "{s:?}");
+    // p2c_ewma follows latency: at equal latency and load the heavier endpoint wins.
+    let b = Balancer::new(Balance::P2cEwma, &[2, 1]);
+    let s = shares(&b, &eps, 600, 5);
+    assert_eq!(s[0], 1.0, "{s:?}");
 }
 
 #[test]
@@ -107,16 +134,16 @@ fn endpoints_out_of_rotation_are_skipped_and_avoid_is_honoured() {
     ] {
         let eps = endpoints(&[1, 1, 1]);
         let b = Balancer::new(policy, &[1, 1, 1]);
-        eps[0].connect_failed(Duration::from_secs(60));
+        eps[0].connect_failed(Duration::from_secs(60), "test");
         let mut rng = StdRng::seed_from_u64(5);
         for _ in 0..200 {
             let i = b.pick(&eps, Some(1), &mut rng).unwrap();
             assert_eq!(i, 2, "{policy:?}");
         }
-        eps[2].connect_failed(Duration::from_secs(60));
+        eps[2].connect_failed(Duration::from_secs(60), "test");
         // Only the avoided one is left: better than nothing.
         assert_eq!(b.pick(&eps, Some(1), &mut rng), Some(1), "{policy:?}");
-        eps[1].connect_failed(Duration::from_secs(60));
+        eps[1].connect_failed(Duration::from_secs(60), "test");
         assert_eq!(b.pick(&eps, None, &mut rng), None, "{policy:?}");
     }
 }
@@ -125,7 +152,7 @@ fn endpoints_out_of_rotation_are_skipped_and_avoid_is_honoured() {
 fn concurrent_round_robin_never_misses_a_live_endpoint() {
     let eps = endpoints(&[1, 1]);
     let b = Arc::new(Balancer::new(Balance::RoundRobin, &[1, 1]));
-    eps[0].connect_failed(Duration::from_secs(60));
+    eps[0].connect_failed(Duration::from_secs(60), "test");
     let eps = Arc::new(eps);
     let threads: Vec<_> = (0..4)
         .map(|_| {
