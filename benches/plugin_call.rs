@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
                 rt.block_on(async {
                     let t = Instant::now();
                     for _ in 0..iters {
-                        let a = version.on_request(&info).await.unwrap();
+                        let a = version.on_request(info.clone()).await.unwrap();
                         std::hint::black_box(a);
                     }
                     t.elapsed()
@@ -92,6 +92,10 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+    eprintln!(
+        "hook calls moved to the plugin threads: {}",
+        synapsor::plugin::offload::moved()
+    );
 }
 
 criterion_group! {

@@ -3,7 +3,7 @@
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::balance::PeakEwma;
@@ -70,6 +70,8 @@ pub struct EndpointState {
     ramp_from: AtomicU64,
     /// Slow start window in ms; 0 = off.
     slow_start_ms: AtomicU64,
+    /// Why the last connect failed, while the endpoint is in connect backoff.
+    last_error: Mutex<Option<Arc<str>>>,
 }
 
 impl EndpointState {
@@ -89,6 +91,7 @@ impl EndpointState {
             ejections_total: AtomicU64::new(0),
             ramp_from: AtomicU64::new(0),
             slow_start_ms: AtomicU64::new(0),
+            last_error: Mutex::new(None),
         }
     }
 
@@ -190,9 +193,10 @@ impl EndpointState {
         }
     }
 
-    /// Records a failed connect: the endpoint leaves rotation for an exponential backoff
+    /// Records a failed connect and why: the endpoint leaves rotation for an exponential backoff
     /// (with jitter, capped at `cap`). Returns the failure count and the backoff.
-    pub fn connect_failed(&self, cap: Duration) -> (u32, Duration) {
+    pub fn connect_failed(&self, cap: Duration, why: &str) -> (u32, Duration) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.into());
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let wait = crate::pool::backoff(n, cap);
         let until = clock::now_ms() + wait.as_millis() as u64;
@@ -208,6 +212,7 @@ impl EndpointState {
 
     /// Records a successful connect: back in rotation.
     pub fn connect_succeeded(&self) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.failures.store(0, Ordering::Relaxed);
         self.down_until.store(0, Ordering::Relaxed);
     }
@@ -215,5 +220,35 @@ impl EndpointState {
     /// Consecutive connect failures so far.
     pub fn failures(&self) -> u32 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Why the endpoint is out of rotation now (`None` when it is in): what a call that finds
+    /// no endpoint is told, so the cause reaches the client and not only the log.
+    pub fn out_of_rotation(&self) -> Option<String> {
+        if !self.healthy() {
+            return Some(format!("{}: failing its health checks", self.address));
+        }
+        if self.ejected() {
+            return Some(format!(
+                "{}: ejected by outlier detection for {:?} more",
+                self.address,
+                self.ejected_for()
+            ));
+        }
+        let retry = self.retry_in();
+        if retry.is_zero() {
+            return None;
+        }
+        let why = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Some(format!(
+            "{}: {} (tried {} times; next try in {retry:?})",
+            self.address,
+            why.as_deref().unwrap_or("connecting failed"),
+            self.failures()
+        ))
     }
 }

@@ -10,9 +10,14 @@ pub enum ProxyError {
     /// No route and no default upstream matched.
     #[error("no route for {0}")]
     NoRoute(String),
-    /// Every endpoint of the group is out of rotation.
-    #[error("upstream {0}: no healthy endpoint")]
-    NoHealthyEndpoint(String),
+    /// Every endpoint of the group is out of rotation; `why` says why each one is.
+    #[error("upstream {upstream}: no healthy endpoint ({why})")]
+    NoHealthyEndpoint {
+        /// Upstream group name.
+        upstream: String,
+        /// Each endpoint's reason, `; `-separated.
+        why: String,
+    },
     /// TCP connect or HTTP/2 handshake failed or timed out.
     #[error("upstream {upstream}: connecting to {endpoint} failed: {reason}")]
     Connect {
@@ -77,7 +82,7 @@ impl ProxyError {
     pub fn code(&self) -> Code {
         match self {
             ProxyError::NoRoute(_) => Code::Unimplemented,
-            ProxyError::NoHealthyEndpoint(_)
+            ProxyError::NoHealthyEndpoint { .. }
             | ProxyError::Connect { .. }
             | ProxyError::NotStarted { .. }
             | ProxyError::UpstreamLost { .. } => Code::Unavailable,
@@ -93,7 +98,7 @@ impl ProxyError {
             self,
             ProxyError::Connect { .. }
                 | ProxyError::NotStarted { .. }
-                | ProxyError::NoHealthyEndpoint(_)
+                | ProxyError::NoHealthyEndpoint { .. }
         )
     }
 }

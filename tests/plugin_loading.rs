@@ -103,6 +103,16 @@ async fn plugins_that_cannot_load_stop_the_start_with_a_clear_error() {
         e.contains("interceptors[0].wasm") && e.contains("init failed: refusing to start"),
         "{e}"
     );
+    // An init that spins is reported as such, not as a bare "timed out".
+    let e = start(format!(
+        "      - wasm: {{ name: m, path: \"{}\", timeout: 20ms, config: {{ spin_init: true }} }}",
+        plugin("misbehave").display()
+    ))
+    .await;
+    assert!(
+        e.contains("interceptors[0].wasm") && e.contains("timed out in init"),
+        "{e}"
+    );
     let e = start("      - wasm: { name: gone, path: /nonexistent/x.wasm }".into()).await;
     assert!(e.contains("cannot read plugin /nonexistent/x.wasm"), "{e}");
     let junk = std::env::temp_dir().join(format!("synapsor-junk-{}.wasm", std::process::id()));

@@ -81,6 +81,7 @@ async fn each_failure_ends_only_its_call_with_unavailable() {
         ("huge-headers", "invalid"),
         ("illegal-header", "invalid"),
         ("pseudo-header", "invalid"),
+        ("request-status", "invalid"),
         ("bad-code", "invalid"),
     ];
     let mut flowed_total = 0;
@@ -184,5 +185,143 @@ async fn a_busy_plugin_bounds_its_instances() {
     assert!(
         kinds.iter().any(|m| m.ends_with("busy")),
         "some found no free instance: {kinds:?}"
+    );
+}
+
+/// Latencies of `n` sequential 5 ms calls on a fresh connection to `addr`, sorted.
+async fn latencies(addr: std::net::SocketAddr, n: usize) -> Vec<Duration> {
+    let mut c = synapsor_testkit::client(addr).await;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        c.unary(EchoRequest {
+            delay_ms: 5,
+            ..Default::default()
+        })
+        .await
+        .expect("a call that does not pass the plugin");
+        out.push(t.elapsed());
+    }
+    out.sort();
+    out
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Field fault: a plugin spinning until its 50 ms timeout made calls on *other* connections of
+/// its worker, which take 5 ms, take 106–190 ms: the worker's runtime polled its sockets only
+/// every few dozen task polls, and the spinning call was one of those tasks. Here calls on a
+/// listener without the plugin are timed alone, then while four connections keep the plugin
+/// spinning, looping in host calls and allocating, and their p99s compared. Run with
+/// `--nocapture` for the figures (docs/BENCHMARKS.md); the goal is within 5 ms, the assertion
+/// allows a shared machine's noise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_plugins_do_not_delay_calls_that_do_not_pass_them() {
+    let b = Backend::start("b").await;
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}
+listeners:
+  - name: plugged
+    listen: 127.0.0.1:0
+    upstream: u
+    interceptors:
+      - wasm: {{ name: misbehave, path: \"{}\", timeout: 50ms, memory_limit: 16MiB, max_instances: 8 }}
+  - {{ name: plain, listen: 127.0.0.1:0, upstream: u }}
+upstreams:
+  - {{ name: u, endpoints: [ \"{}\" ] }}
+",
+        plugin("misbehave").display(),
+        b.addr
+    );
+    let gw = gateway(&yaml).await;
+    let (plugged, plain) = (gw.listeners[0].1, gw.listeners[1].1);
+    latencies(plain, 20).await; // warm
+    let alone = latencies(plain, 300).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut bad = Vec::new();
+    for mode in ["loop", "log-flood", "counter-flood", "alloc"] {
+        let stop = stop.clone();
+        let mut c = synapsor_testkit::client(plugged).await;
+        bad.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            // Bounded: at most 2,000 calls, or until told to stop.
+            while !stop.load(Ordering::Relaxed) && n < 2_000 {
+                let st = c.unary(asking(mode)).await.unwrap_err();
+                assert_eq!(st.code(), Code::Unavailable, "{mode}: {st:?}");
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let loaded = latencies(plain, 300).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut spun = 0;
+    for t in bad {
+        spun += t.await.unwrap();
+    }
+    let (a50, a99, l50, l99) = (
+        pct(&alone, 0.5),
+        pct(&alone, 0.99),
+        pct(&loaded, 0.5),
+        pct(&loaded, 0.99),
+    );
+    eprintln!(
+        "5 ms calls without the plugin: alone p50 {a50:?} p99 {a99:?}; while {spun} plugin \
+         calls misbehaved: p50 {l50:?} p99 {l99:?}"
+    );
+    assert!(spun >= 8, "the plugin misbehaved throughout ({spun} calls)");
+    assert!(
+        l99 < a99 + Duration::from_millis(30),
+        "p99 {a99:?} alone, {l99:?} while plugins misbehave"
+    );
+}
+
+/// Field fault: a call a plugin refused showed `upstream=- grpc_status=…` in the access log and
+/// `stage="wasm"` in the metric, neither saying which plugin. Both now name it (and the debug
+/// line says "call refused by stage wasm:NAME").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_plugin_in_the_access_log_and_metrics() {
+    let b = Backend::start("b").await;
+    let dir = std::env::temp_dir().join(format!("synapsor-plog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("access.log");
+    let _ = std::fs::remove_file(&file);
+    let stages = format!(
+        "      - access_log: {{ output: \"{}\" }}
+      - metrics: {{}}
+      - wasm: {{ name: misbehave, path: \"{}\", timeout: 200ms }}",
+        file.display(),
+        plugin("misbehave").display()
+    );
+    let gw = gateway(&support::staged_config(&b.addr.to_string(), &stages)).await;
+    let mut c = gw.client().await;
+    let st = c.unary(asking("panic")).await.unwrap_err();
+    assert_eq!(st.code(), Code::Unavailable);
+    c.unary(EchoRequest::default()).await.unwrap();
+    let t = Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text.lines().count() >= 2 {
+            break text;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "log: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].contains("stage=wasm:misbehave") && lines[0].contains("grpc_status=14"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("stage=-"), "{}", lines[1]);
+    let (_, metrics) = support::http_get(gw.admin.unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains(
+            "synapsor_interceptor_rejected_total{listener=\"l\",stage=\"wasm\",plugin=\"misbehave\",reason=\"Unavailable\"} 1"
+        ),
+        "{metrics}"
     );
 }

@@ -292,3 +292,47 @@ async fn reloading_under_load_fails_no_call() {
     assert!(ok > 100, "the load ran: {ok}");
     assert_eq!(failed, 0);
 }
+
+/// `/metrics` never shows a series twice: a reload that rebuilds a listener's stages loads its
+/// `wasm` stage's plugin again, and the new one replaces the old one's series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_metrics_stay_single_across_reloads() {
+    let a = Backend::start("a").await;
+    let probe = support::plugin("probe");
+    let stages = |timeout: &str| {
+        format!(
+            ", interceptors: [ {{ wasm: {{ name: p, path: \"{}\", timeout: {timeout} }} }} ]",
+            probe.display()
+        )
+    };
+    let cfg = |timeout: &str| {
+        yaml(
+            &listener("l", "u", &stages(timeout)),
+            &upstream("u", &[&a]),
+            "",
+        )
+    };
+    let file = ConfigFile::new("plugin-metrics", &cfg("1s"));
+    let gw = start(&file).await;
+    let admin = gw.admin.unwrap();
+    let mut c = gw.client().await;
+    c.unary(EchoRequest::default()).await.unwrap();
+    for timeout in ["2s", "3s"] {
+        file.write(&cfg(timeout));
+        let (status, body) = http_post(admin, "/reload").await;
+        assert_eq!(status, 200, "{body}");
+        c.unary(EchoRequest::default()).await.unwrap();
+    }
+    let (_, metrics) = http_get(admin, "/metrics").await;
+    let mut seen = std::collections::HashSet::new();
+    let mut plugin_series = 0;
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+        assert!(
+            seen.insert(series.to_string()),
+            "{series} twice in:\n{metrics}"
+        );
+        plugin_series += usize::from(series.contains("plugin=\"p\""));
+    }
+    assert!(plugin_series > 0, "{metrics}");
+}

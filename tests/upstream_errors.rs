@@ -193,3 +193,43 @@ async fn a_call_refused_everywhere_fails_after_queue_timeout() {
     let n = refused.load(Ordering::SeqCst);
     assert!((2..=33).contains(&n), "{n} streams refused");
 }
+
+/// An HTTP/1.1-only server (hyper's HTTP/1 server): it answers the HTTP/2 preface with a 400.
+async fn http1_only() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Empty::<bytes::Bytes>::new(),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Field fault: a call to an endpoint that speaks only HTTP/1.1 got "no healthy endpoint",
+/// the cause (the HTTP/2 handshake failed) only in a WARN line. The client's message now says
+/// why each endpoint is out of rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_is_told_why_no_endpoint_is_available() {
+    let addr = http1_only().await;
+    let gw = gateway(&config(&[addr.to_string()], "")).await;
+    let mut c = gw.client().await;
+    for _ in 0..3 {
+        let err = c.unary(EchoRequest::default()).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        let m = err.message();
+        assert!(
+            m.contains(&addr.to_string()) && m.contains("HTTP/2 handshake"),
+            "the message names the endpoint and the cause: {m}"
+        );
+    }
+}

@@ -94,6 +94,8 @@ struct Entry {
     slot: PrincipalSlot,
     method: String,
     upstream: String,
+    /// The stage that refused the call (`wasm:NAME`, `rate_limit`…), if one did.
+    stage: String,
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
     done: bool,
@@ -119,7 +121,8 @@ impl Entry {
             LogFormat::Json => {
                 let v = serde_json::json!({
                     "ts": ts, "peer": self.peer, "principal": self.principal,
-                    "method": self.method, "upstream": self.upstream, "grpc_status": code,
+                    "method": self.method, "upstream": self.upstream, "stage": self.stage,
+                    "grpc_status": code,
                     "duration_ms": (ms * 1000.0).round() / 1000.0,
                     "bytes_in": bytes_in, "bytes_out": self.bytes_out,
                 });
@@ -128,9 +131,9 @@ impl Entry {
             LogFormat::Text => {
                 let _ = writeln!(
                     line,
-                    "{ts} peer={} principal={} method={} upstream={} grpc_status={code} duration_ms={ms:.3} bytes_in={bytes_in} bytes_out={}",
+                    "{ts} peer={} principal={} method={} upstream={} stage={} grpc_status={code} duration_ms={ms:.3} bytes_in={bytes_in} bytes_out={}",
                     or_dash(&self.peer), or_dash(&self.principal), or_dash(&self.method),
-                    or_dash(&self.upstream), self.bytes_out
+                    or_dash(&self.upstream), or_dash(&self.stage), self.bytes_out
                 );
             }
         }
@@ -261,6 +264,7 @@ where
             slot,
             method: req.uri().path().to_string(),
             upstream: String::new(),
+            stage: String::new(),
             bytes_in: bytes_in.clone(),
             bytes_out: 0,
             done: false,
@@ -280,7 +284,9 @@ where
                     Ok(resp.map(|body| body.watched(entry)))
                 }
                 Err(e) => {
-                    entry.finish(status_of(&e).code as usize);
+                    let status = status_of(&e);
+                    entry.stage = status.stage.unwrap_or_default();
+                    entry.finish(status.code as usize);
                     Err(e)
                 }
             }

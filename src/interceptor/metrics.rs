@@ -1,6 +1,7 @@
 //! `metrics`: counts every call the way go-grpc-prometheus does — `grpc_server_started_total`,
 //! `grpc_server_handled_total{grpc_code}`, `grpc_server_handling_seconds` — plus calls in flight
-//! and `synapsor_interceptor_rejected_total{stage,reason}` for calls later stages refused. The
+//! and `synapsor_interceptor_rejected_total{stage,plugin,reason}` for calls later stages refused
+//! (`plugin` names the plugin of a `wasm` stage, empty for built-in stages). The
 //! status is read where it really is: the trailers (or a trailers-only head); a call the client
 //! abandons counts as CANCELLED. Label sets are bounded: past `max_methods` distinct methods, new
 //! ones count as `other`. [`Registry::render`] writes the Prometheus text for `/metrics`.
@@ -60,13 +61,16 @@ struct Series {
     sum_micros: AtomicU64,
 }
 
+/// (listener, stage, plugin or "", reason) of a refused call.
+type RejectedKey = (Arc<str>, &'static str, Arc<str>, &'static str);
+
 /// Every metric of the gateway's stages, shared by all listeners and workers.
 #[derive(Default)]
 pub struct Registry {
     /// (listener, grpc_service, grpc_method) → counts.
     series: DashMap<(Arc<str>, String, String), Arc<Series>>,
-    /// (listener, stage, reason) → refused calls.
-    rejected: DashMap<(Arc<str>, &'static str, &'static str), AtomicU64>,
+    /// (listener, stage, plugin or "", reason) → refused calls.
+    rejected: DashMap<RejectedKey, AtomicU64>,
     /// listener → calls in flight.
     in_flight: DashMap<Arc<str>, Arc<AtomicI64>>,
     /// (listener, upstream, code) → calls an upstream group answered.
@@ -83,12 +87,13 @@ impl Registry {
         Arc::new(Registry::default())
     }
 
-    /// Adds a plugin's counters to what [`Registry::render`] shows.
+    /// Adds a plugin's counters to what [`Registry::render`] shows; a plugin loaded again by a
+    /// reload (plugin names are unique in a config) replaces the one before it, so `/metrics`
+    /// never shows a series twice.
     pub fn add_plugin(&self, name: Arc<str>, stats: Arc<crate::plugin::Stats>) {
-        self.plugins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((name, stats));
+        let mut all = self.plugins.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|(n, _)| *n != name);
+        all.push((name, stats));
     }
 
     /// Adds a shared rate limit's store to what [`Registry::render`] shows; a stage rebuilt by
@@ -222,8 +227,14 @@ impl Registry {
             .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
             .collect();
         rej.sort();
-        for ((l, stage, reason), n) in rej {
-            let _ = writeln!(out, "synapsor_interceptor_rejected_total{{listener=\"{}\",stage=\"{stage}\",reason=\"{reason}\"}} {n}", escape(&l));
+        for ((l, stage, plugin, reason), n) in rej {
+            // `plugin` only for a `wasm` stage (an empty label is no label in Prometheus).
+            let plugin = if plugin.is_empty() {
+                String::new()
+            } else {
+                format!(",plugin=\"{}\"", escape(&plugin))
+            };
+            let _ = writeln!(out, "synapsor_interceptor_rejected_total{{listener=\"{}\",stage=\"{stage}\"{plugin},reason=\"{reason}\"}} {n}", escape(&l));
         }
     }
 }
@@ -490,6 +501,7 @@ where
                         let key = (
                             shared.listener.clone(),
                             r.stage,
+                            r.plugin.clone().unwrap_or_else(|| "".into()),
                             CODE_NAMES[r.code as usize],
                         );
                         shared

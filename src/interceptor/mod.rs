@@ -66,6 +66,8 @@ pub struct Rejected {
     pub retry_pushback_ms: Option<u64>,
     /// The kind of stage that refused the call (set by the stage's service).
     pub stage: &'static str,
+    /// The plugin that refused it, for a `wasm` stage.
+    pub plugin: Option<Arc<str>>,
     /// More trailers to send with the status (a plugin's rejection may carry some).
     pub extra: Option<Box<HeaderMap>>,
 }
@@ -78,6 +80,7 @@ impl Rejected {
             message: message.into(),
             retry_pushback_ms: None,
             stage: "",
+            plugin: None,
             extra: None,
         }
     }
@@ -93,6 +96,23 @@ impl Rejected {
     /// The same rejection, attributed to `stage`.
     pub fn by(self, stage: &'static str) -> Rejected {
         Rejected { stage, ..self }
+    }
+
+    /// The same rejection, attributed to the plugin `name` of a `wasm` stage.
+    pub fn by_plugin(self, name: &Arc<str>) -> Rejected {
+        Rejected {
+            stage: "wasm",
+            plugin: Some(name.clone()),
+            ..self
+        }
+    }
+
+    /// Who refused the call, as logs name it: `rate_limit`, or `wasm:NAME` for a plugin.
+    pub fn origin(&self) -> String {
+        match &self.plugin {
+            Some(p) => format!("{}:{p}", self.stage),
+            None => self.stage.to_string(),
+        }
     }
 
     /// The extra trailers of this rejection.

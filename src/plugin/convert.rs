@@ -34,7 +34,12 @@ const RESERVED: &[&str] = &[
     "host",
     "content-length",
     "content-type",
+    // Says how the messages in the body are compressed; changing it alone breaks every one.
+    "grpc-encoding",
 ];
+
+/// gRPC's status fields (the gRPC over HTTP/2 spec): only a status sets them.
+const STATUS_FIELDS: &[&str] = &["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
 static CALL_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -150,8 +155,18 @@ fn name(n: &str, target: Target) -> Result<HeaderName, String> {
     if RESERVED.contains(&h.as_str()) {
         return Err(format!("header {n:?} belongs to the gateway"));
     }
-    if target == Target::Status && (h == grpc::GRPC_STATUS || h == grpc::GRPC_MESSAGE) {
-        return Err(format!("{n:?} is set through the status, not a header"));
+    if STATUS_FIELDS.contains(&h.as_str()) {
+        // A request carrying them would reach the backend as if a status had been decided;
+        // in a status block they are set through the status. Either way, not a header op.
+        return Err(format!(
+            "{n:?} belongs to the gRPC status: a plugin sets it by rejecting the call or \
+             overriding its status{}",
+            if target == Target::Request {
+                ", never on a request"
+            } else {
+                ""
+            }
+        ));
     }
     Ok(h)
 }

@@ -6,6 +6,7 @@
 //! - [`instance`]: the store state host functions see, the memory limiter, the bounded instance
 //!   pool and one hook call under its deadline.
 //! - [`loader`]: load, reload on file change or SIGHUP, and the watcher thread.
+//! - [`offload`]: hook calls that run long move off the worker to the plugin threads.
 //! - [`convert`]: what a plugin is shown, and checking what it answers.
 //! - [`stats`]: per-plugin metrics.
 //!
@@ -18,6 +19,7 @@ pub mod convert;
 pub mod engine;
 pub mod instance;
 pub mod loader;
+pub mod offload;
 mod service;
 pub mod stats;
 
@@ -32,8 +34,8 @@ pub use stats::{render as render_stats, Stats};
 pub enum Failure {
     /// The plugin trapped (a panic, an out-of-bounds access, a stack overflow, …).
     Trap(String),
-    /// It ran past its timeout.
-    Timeout,
+    /// It ran past its timeout; in which hook (`init`, `on-request`, …).
+    Timeout(&'static str),
     /// It tried to grow its memory past `memory_limit`.
     Memory(String),
     /// It answered something the gateway refuses (an illegal header, a bad status code, …).
@@ -55,7 +57,7 @@ impl Failure {
     fn index(&self) -> usize {
         match self {
             Failure::Trap(_) => 0,
-            Failure::Timeout => 1,
+            Failure::Timeout(_) => 1,
             Failure::Memory(_) => 2,
             Failure::Invalid(_) => 3,
             Failure::Busy => 4,
@@ -69,7 +71,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Trap(d) => write!(f, "trapped ({d})"),
-            Failure::Timeout => f.write_str("timed out"),
+            Failure::Timeout(during) => write!(f, "timed out in {during}"),
             Failure::Memory(d) => write!(f, "hit its memory limit ({d})"),
             Failure::Invalid(d) => write!(f, "returned an invalid answer: {d}"),
             Failure::Busy => f.write_str("had no free instance within its timeout"),

@@ -24,9 +24,6 @@ use crate::grpc::{self, Code};
 use crate::interceptor::{Registry, Rejected};
 use crate::stack::{status_of, Body, BoxError, Request, Response};
 
-/// The stage kind, in rejections and metrics.
-const KIND: &str = "wasm";
-
 /// The layer of one `wasm` stage.
 #[derive(Clone)]
 pub struct WasmLayer {
@@ -87,10 +84,10 @@ where
             let call_id = convert::next_call_id();
             let info = convert::request_info(&req, call_id);
             let started = Instant::now();
-            let answer = version.on_request(&info).await;
+            let method = info.method.clone();
+            let answer = version.on_request(info).await;
             plugin.stats.observe(started.elapsed());
             plugin.stats.calls[0].fetch_add(1, Ordering::Relaxed);
-            let method = info.method;
             let outcome = match answer {
                 Ok(RequestAction::Continue(ops)) => convert::check_ops(&ops, Target::Request)
                     .map(|ops| convert::apply(ops, req.headers_mut()))
@@ -98,7 +95,7 @@ where
                 Ok(RequestAction::Reject(r)) => match convert::rejection(&r) {
                     Ok(rejected) => {
                         plugin.stats.rejections.fetch_add(1, Ordering::Relaxed);
-                        return Err(rejected.by(KIND).into());
+                        return Err(rejected.by_plugin(&plugin.shared.name).into());
                     }
                     Err(e) => Err(Failure::Invalid(e)),
                 },
@@ -145,7 +142,7 @@ impl Plugin {
                     Code::Unavailable,
                     format!("plugin {} failed: {}", self.cfg.name, f.kind()),
                 )
-                .by(KIND),
+                .by_plugin(&self.shared.name),
             ),
         }
     }
@@ -165,7 +162,7 @@ impl Hook {
     async fn finish(&self, headers: Vec<Header>, block: &mut HeaderMap) -> bool {
         let info = convert::response_info(self.call_id, &self.method, headers, block);
         let started = Instant::now();
-        let answer = self.version.on_response(&info).await;
+        let answer = self.version.on_response(info).await;
         let stats = &self.plugin.stats;
         stats.observe(started.elapsed());
         stats.calls[1].fetch_add(1, Ordering::Relaxed);

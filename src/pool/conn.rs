@@ -143,7 +143,7 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
             .max_local_error_reset_streams(None)
             .handshake::<_, Bytes>(Batched::watched(io, last_read.clone()))
             .await
-            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+            .map_err(|e| handshake_failed(&e.to_string()))?;
         let mut ping = conn.ping_pong().expect("first ping_pong");
         // Drive the connection until the PING comes back: by then the peer's SETTINGS are in.
         {
@@ -152,11 +152,11 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
             tokio::select! {
                 r = &mut conn => {
                     return Err(match r {
-                        Ok(()) => "closed during handshake".to_string(),
-                        Err(e) => format!("HTTP/2 handshake: {e}"),
+                        Ok(()) => handshake_failed("the endpoint closed the connection"),
+                        Err(e) => handshake_failed(&e.to_string()),
                     });
                 }
-                r = &mut pong => { r.map_err(|e| format!("HTTP/2 handshake: {e}"))?; }
+                r = &mut pong => { r.map_err(|e| handshake_failed(&e.to_string()))?; }
             }
         }
         Ok((send, conn, ping))
@@ -190,6 +190,15 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
     });
     tokio::spawn(drive(conn, ping, Arc::downgrade(&c), pool.clone()));
     Ok(c)
+}
+
+/// The reason of a failed HTTP/2 handshake, with what usually causes one: the endpoint does not
+/// speak HTTP/2 with prior knowledge (h2c) on that port.
+fn handshake_failed(what: &str) -> String {
+    format!(
+        "HTTP/2 handshake failed: {what} (is it an HTTP/2 gRPC server? an HTTP/1.1-only server, \
+         or a TLS port reached without `tls:`, fails like this)"
+    )
 }
 
 /// Runs the connection until it ends, a keepalive PING goes unanswered, or it is killed.

@@ -69,7 +69,7 @@ pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
                             continue;
                         }
                         Err(e) => {
-                            let (n, wait) = ep.connect_failed(s.backoff_max);
+                            let (n, wait) = ep.connect_failed(s.backoff_max, &e);
                             log_failure(&p.upstream, &p.address, n, wait, &e);
                             sleep_for = wait.min(tick);
                         }

@@ -141,9 +141,10 @@ pub struct PoolInner {
     wake: Notify,
     /// Wakes the maintenance task when a connection ends.
     maint: Notify,
-    /// Bumped after each dial; `last_dial_ok` says how it went.
+    /// Bumped after each dial; `last_dial_ok` says how it went, `last_dial_error` why it failed.
     dial_generation: AtomicU64,
     last_dial_ok: AtomicBool,
+    last_dial_error: std::sync::Mutex<String>,
     next_id: AtomicU64,
     /// Set when the endpoint leaves its group: no new streams or dials.
     retired: AtomicBool,
@@ -198,6 +199,7 @@ impl Pool {
                 maint: Notify::new(),
                 dial_generation: AtomicU64::new(0),
                 last_dial_ok: AtomicBool::new(true),
+                last_dial_error: std::sync::Mutex::new(String::new()),
                 next_id: AtomicU64::new(1),
                 retired: AtomicBool::new(false),
             }),
@@ -350,7 +352,8 @@ impl Pool {
                 && !p.last_dial_ok.load(Ordering::Acquire)
                 && p.conns.load().is_empty()
             {
-                return Err(AcquireError::Connect("connecting failed".into()));
+                let why = p.last_dial_error.lock().unwrap_or_else(|e| e.into_inner());
+                return Err(AcquireError::Connect(why.clone()));
             }
             if !waited {
                 return Err(AcquireError::Connect(format!("timed out after {limit:?}")));
@@ -394,6 +397,12 @@ impl PoolInner {
                 v.push(c.clone());
                 v
             });
+        }
+        if let Err(e) = &r {
+            *self
+                .last_dial_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = e.clone();
         }
         self.last_dial_ok.store(r.is_ok(), Ordering::Release);
         self.dial_generation.fetch_add(1, Ordering::AcqRel);

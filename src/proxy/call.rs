@@ -130,7 +130,7 @@ impl Retry {
     /// failure says more.
     fn report(self, e: ProxyError) -> ProxyError {
         match (&e, self.first_error) {
-            (ProxyError::NoHealthyEndpoint(_), Some(first)) => first,
+            (ProxyError::NoHealthyEndpoint { .. }, Some(first)) => first,
             _ => e,
         }
     }
@@ -321,7 +321,7 @@ impl Call {
         let index = up
             .balancer
             .pick(&up.endpoints, retry.avoid, &mut rand::rng())
-            .ok_or_else(|| (None, ProxyError::NoHealthyEndpoint(name.to_string())))?;
+            .ok_or_else(|| (None, self.no_endpoint()))?;
         let ep = &up.endpoints[index];
         let fail = |e| (Some(index), e);
         if retry.refused == Some(index) {
@@ -350,7 +350,7 @@ impl Call {
         }
         let lease = ep.pool.acquire().await.map_err(|e| match e {
             AcquireError::Connect(reason) => {
-                let (n, wait) = ep.connect_failed(up.backoff_max);
+                let (n, wait) = ep.connect_failed(up.backoff_max, &reason);
                 crate::pool::log_failure(name, &ep.address, n, wait, &reason);
                 self.failed(ep);
                 fail(ProxyError::Connect {
@@ -414,6 +414,24 @@ impl Call {
             self.members = now;
             retry.avoid = None;
             retry.refused = None;
+        }
+    }
+
+    /// The error of a call that found no endpoint in rotation, saying why each is out.
+    fn no_endpoint(&self) -> ProxyError {
+        let why: Vec<String> = self
+            .members
+            .endpoints
+            .iter()
+            .filter_map(|e| e.out_of_rotation())
+            .collect();
+        ProxyError::NoHealthyEndpoint {
+            upstream: self.upstream.name.to_string(),
+            why: if why.is_empty() {
+                "the group has no endpoints".into()
+            } else {
+                why.join("; ")
+            },
         }
     }
 

@@ -187,7 +187,12 @@ where
         Ok(resp) => resp,
         Err(e) => {
             let status = status_of(&e);
-            tracing::debug!(error = %status.message, code = ?status.code, "call ended in the gateway");
+            match &status.stage {
+                Some(stage) => tracing::debug!(error = %status.message, code = ?status.code,
+                    %stage, "call refused by stage {stage}"),
+                None => tracing::debug!(error = %status.message, code = ?status.code,
+                    "call ended in the gateway"),
+            }
             let _ = respond.send_response(status.to_response(), true);
             return Outcome::Failed(status.message);
         }

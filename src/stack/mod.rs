@@ -34,6 +34,9 @@ pub struct Status {
     pub message: String,
     /// Extra trailers (`grpc-retry-pushback-ms`, …).
     pub trailers: HeaderMap,
+    /// The stage that refused the call (`rate_limit`, `wasm:NAME`), or `None` when the gateway
+    /// itself ended it (no route, no endpoint, a deadline…).
+    pub stage: Option<String>,
 }
 
 impl Status {
@@ -57,9 +60,11 @@ impl Status {
 /// The status a call ended by `err` is answered with: the one place gateway errors become gRPC
 /// statuses (DESIGN.md's table).
 pub fn status_of(err: &BoxError) -> Status {
+    let mut stage = None;
     let (code, message, trailers) = if let Some(e) = err.downcast_ref::<ProxyError>() {
         (e.code(), e.to_string(), HeaderMap::new())
     } else if let Some(r) = err.downcast_ref::<Rejected>() {
+        stage = Some(r.origin());
         (r.code, r.message.clone(), r.trailers())
     } else if let Some(r) = err.downcast_ref::<h2::Error>().and_then(|e| e.reason()) {
         (
@@ -74,5 +79,6 @@ pub fn status_of(err: &BoxError) -> Status {
         code,
         message,
         trailers,
+        stage,
     }
 }

@@ -1,6 +1,9 @@
 //! A plugin for the gateway's safety tests: it behaves (reads every metadata entry and lets the
-//! call through) unless the call's `x-misbehave` entry asks it to fail in one particular way.
-//! With `config: { fail_init: true }` its `init` fails.
+//! call through) unless the call's `x-misbehave` entry asks it to fail in one particular way:
+//! `loop`, `log-flood`, `counter-flood` (spin, or call the host, until the timeout), `alloc`,
+//! `panic`, `recurse`, `huge-headers`, `illegal-header`, `pseudo-header`, `request-status`
+//! (sets the gateway-owned `grpc-status` on the request), `bad-code`.
+//! With `config: { fail_init: true }` its `init` fails; with `spin_init: true` it never returns.
 
 use serde::Deserialize;
 use synapsor_plugin_sdk::{
@@ -11,6 +14,7 @@ use synapsor_plugin_sdk::{
 #[serde(default)]
 struct Config {
     fail_init: bool,
+    spin_init: bool,
 }
 
 struct Misbehave;
@@ -29,6 +33,12 @@ impl Plugin for Misbehave {
         if c.fail_init {
             return Err("refusing to start: fail_init is set".into());
         }
+        if c.spin_init {
+            let mut i = 0u64;
+            loop {
+                i = std::hint::black_box(i.wrapping_add(1));
+            }
+        }
         Ok(Misbehave)
     }
 
@@ -45,6 +55,21 @@ impl Plugin for Misbehave {
                     i = std::hint::black_box(i.wrapping_add(1));
                 }
             }
+            Some("log-flood") => loop {
+                // Host calls as fast as they go, until the timeout stops it.
+                synapsor_plugin_sdk::log(synapsor_plugin_sdk::Level::Debug, "flood");
+            },
+            Some("counter-flood") => {
+                let mut i = 0u64;
+                loop {
+                    i = i.wrapping_add(1);
+                    synapsor_plugin_sdk::counter_add(&format!("k{}", i % 100), 1);
+                }
+            }
+            Some("request-status") => RequestAction::Continue(vec![
+                HeaderOp::set("grpc-status", "0"),
+                HeaderOp::set("grpc-message", "forged"),
+            ]),
             Some("alloc") => {
                 let big = vec![7u8; 1 << 30];
                 RequestAction::reject(
