@@ -36,6 +36,9 @@ pub struct Conn {
     pub overflow: bool,
     /// Shared with the task driving the connection.
     pub shared: Arc<ConnShared>,
+    /// Streams reset before the backend answered them, this second: the second (high 32 bits,
+    /// on [`clock::now_ms`] / 1000) and the count (low 32 bits).
+    early_resets: AtomicU64,
 }
 
 /// State shared between a [`Conn`] and the task that drives it.
@@ -103,6 +106,24 @@ impl Conn {
     /// A handle to open a stream on this connection.
     pub fn sender(&self) -> SendRequest<Bytes> {
         self.send.clone()
+    }
+
+    /// Counts one stream reset before the backend answered it; returns how many such resets
+    /// this connection has seen in the current second, this one included.
+    pub fn early_reset(&self) -> u64 {
+        let second = clock::now_ms() / 1000;
+        let step = |v: u64| {
+            if v >> 32 == second {
+                v.saturating_add(1)
+            } else {
+                (second << 32) | 1
+            }
+        };
+        let before = self
+            .early_resets
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| Some(step(v)))
+            .unwrap_or(0);
+        step(before) & 0xffff_ffff
     }
 
     /// Drops the connection at once (streams on it fail).
@@ -187,6 +208,7 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
         idle_since: AtomicU64::new(now.max(1)),
         overflow,
         shared: shared.clone(),
+        early_resets: AtomicU64::new(0),
     });
     tokio::spawn(drive(conn, ping, Arc::downgrade(&c), pool.clone()));
     Ok(c)

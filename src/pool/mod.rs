@@ -172,6 +172,12 @@ impl Lease {
     pub fn sender(&self) -> SendRequest<Bytes> {
         self.conn.sender()
     }
+
+    /// Counts a stream on this connection reset before the backend answered it; returns how
+    /// many its connection has seen this second.
+    pub fn early_reset(&self) -> u64 {
+        self.conn.early_reset()
+    }
 }
 
 impl Drop for Lease {

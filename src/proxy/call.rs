@@ -47,7 +47,7 @@ impl Drop for InFlight {
 /// A stream opened on an endpoint.
 pub(super) struct Opened {
     index: usize,
-    _lease: Lease,
+    pub(super) lease: Lease,
     pub(super) response: ResponseFuture,
     send: SendStream<Bytes>,
 }
@@ -296,7 +296,7 @@ impl Call {
                     .outlier
                     .clone()
                     .map(|o| (o, self.members.clone())),
-                _lease: opened._lease,
+                _lease: opened.lease,
                 _in_flight: in_flight,
             })
         };
@@ -394,7 +394,7 @@ impl Call {
             .map_err(not_started)?;
         Ok(Opened {
             index,
-            _lease: lease,
+            lease,
             response,
             send,
         })

@@ -1,15 +1,20 @@
-//! Upstream streams whose call ended before the backend answered, held briefly before they are
-//! reset.
+//! Upstream streams whose call ended before the backend answered: reset at once, unless their
+//! connection is under a flood of such resets, when they are held briefly first.
 //!
-//! A client that opens a stream and resets it at once (the 2023 "rapid reset" pattern, or just an
-//! impatient client) would otherwise make the gateway send the backend HEADERS and RST_STREAM
-//! for the same stream back to back, often in one write. The backend's HTTP/2 stack counts
-//! streams reset before its application took them (h2 and hyper allow 20 at once) and answers
-//! more with GOAWAY ENHANCE_YOUR_CALM, which fails every other client's call on that shared
-//! upstream connection. So a stream dropped within [`HOLD`] of opening it and still unanswered
-//! is kept open until the backend answers it (it has taken the stream by then) or [`HOLD`] has
-//! passed since it opened, then reset. At most [`MAX_HELD`] are held per process; past that,
-//! streams are reset at once as before.
+//! A client's cancel (or reset) must reach the backend as promptly as over a direct connection:
+//! a backend that learns of it late takes a client stream whose END_STREAM came first for
+//! complete, and answers a call its client gave up on. So a stream is reset at once while its
+//! upstream connection has seen at most [`PROMPT_RESETS`] such early resets in the current
+//! second.
+//!
+//! Past that, a client is opening streams and resetting them at once (the 2023 "rapid reset"
+//! pattern): forwarded as they come, HEADERS and RST_STREAM back to back, they trip the
+//! backend's HTTP/2 stack, which counts streams reset before its application took them (h2 and
+//! hyper allow 20 at once) and answers more with GOAWAY ENHANCE_YOUR_CALM, failing every other
+//! client's call on that shared upstream connection. Such a stream, dropped within [`HOLD`] of
+//! opening it, is kept open until the backend answers it (it has taken the stream by then) or
+//! [`HOLD`] has passed since it opened, then reset. At most [`MAX_HELD`] are held per process;
+//! past that, streams are reset at once.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +24,12 @@ use tokio::time::Instant;
 
 use super::call::Opened;
 
-/// How long after opening an unanswered stream its reset is put off at most.
+/// Early resets per upstream connection per second that go out at once: half of h2's and
+/// hyper's limit of streams reset before the server took them, which a backend that accepts
+/// its streams promptly never comes near at this rate.
+pub const PROMPT_RESETS: u64 = 10;
+
+/// How long after opening an unanswered stream its reset is put off at most, under a flood.
 pub const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Most streams held at once. Each keeps its upstream stream slot, its h2 stream state and a
@@ -91,6 +101,9 @@ impl Drop for Unanswered {
         let until = self.since + HOLD;
         if Instant::now() >= until {
             return; // Old enough: the backend has long taken it; reset now.
+        }
+        if opened.lease.early_reset() <= PROMPT_RESETS {
+            return; // No flood on this connection: reset now, as a direct client would.
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;

@@ -131,6 +131,7 @@ impl RawH2 {
     /// Connects and sends the client preface and SETTINGS.
     pub async fn connect(addr: SocketAddr) -> RawH2 {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
         tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await
             .unwrap();
