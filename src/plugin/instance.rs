@@ -354,16 +354,10 @@ impl Version {
     pub async fn on_request(self: &Arc<Self>, info: RequestInfo) -> Result<RequestAction, Failure> {
         let this = self.clone();
         super::offload::run(async move {
-            let mut lease = this.lease().await?;
+            let mut lease = this.armed_lease().await?;
             let i = &mut lease.instance;
-            i.arm(this.limits.timeout);
-            match i.bindings.call_on_request(&mut i.store, &info).await {
-                Ok(a) => {
-                    this.release(lease);
-                    Ok(a)
-                }
-                Err(e) => Err(Failure::classify(&e, &i.store, "on-request")),
-            }
+            let r = i.bindings.call_on_request(&mut i.store, &info).await;
+            this.settle(lease, r, "on-request")
         })
         .await
     }
@@ -375,18 +369,35 @@ impl Version {
     ) -> Result<ResponseAction, Failure> {
         let this = self.clone();
         super::offload::run(async move {
-            let mut lease = this.lease().await?;
+            let mut lease = this.armed_lease().await?;
             let i = &mut lease.instance;
-            i.arm(this.limits.timeout);
-            match i.bindings.call_on_response(&mut i.store, &info).await {
-                Ok(a) => {
-                    this.release(lease);
-                    Ok(a)
-                }
-                Err(e) => Err(Failure::classify(&e, &i.store, "on-response")),
-            }
+            let r = i.bindings.call_on_response(&mut i.store, &info).await;
+            this.settle(lease, r, "on-response")
         })
         .await
+    }
+
+    /// An instance with the deadline of one call set.
+    async fn armed_lease(&self) -> Result<Lease, Failure> {
+        let mut lease = self.lease().await?;
+        lease.instance.arm(self.limits.timeout);
+        Ok(lease)
+    }
+
+    /// After a hook call: the instance goes back to the pool, or is dropped with the failure.
+    fn settle<T>(
+        &self,
+        lease: Lease,
+        r: wasmtime::Result<T>,
+        during: &'static str,
+    ) -> Result<T, Failure> {
+        match r {
+            Ok(a) => {
+                self.release(lease);
+                Ok(a)
+            }
+            Err(e) => Err(Failure::classify(&e, &lease.instance.store, during)),
+        }
     }
 }
 

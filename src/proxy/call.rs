@@ -247,10 +247,10 @@ impl Call {
             Poll::Pending
         })
         .await;
-        let mut opened = unanswered.settle();
         let resp = match got {
             Headers::Response(Ok(resp)) => resp,
             Headers::Response(Err(e)) => {
+                drop(unanswered.settle()); // The stream is over already.
                 self.failed(&ep);
                 let err = stream_error(&self.upstream.name, &ep, &e, true);
                 if err.never_started() {
@@ -262,10 +262,13 @@ impl Call {
                 if let ProxyError::RequestTimeout { .. } = err {
                     self.failed(&ep);
                 }
-                opened.send.send_reset(h2::Reason::CANCEL);
+                // Reset as a client's cancel is: at once, or held while a flood of early
+                // resets (a client sending calls with tiny deadlines) would trip the backend.
+                drop(unanswered);
                 return Attempt::Failed(err);
             }
         };
+        let opened = unanswered.settle();
         ep.latency.observe(sent_at.elapsed().as_nanos() as u64);
         dir.forget_replay();
         let (mut head, body) = resp.into_parts();

@@ -6,17 +6,7 @@ import sys
 
 import grpc
 
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+from echo_wire import decode, varint
 
 
 def field_bytes(num, data):
@@ -42,34 +32,6 @@ def echo_request(payload=b"", reply_count=0, reply_size=0, delay_ms=0, fail_code
     if fail_message:
         out += field_bytes(6, fail_message.encode())
     return out
-
-
-def decode(data):
-    """EchoReply fields by number: bytes for length-delimited ones, ints for varints."""
-    fields, i = {}, 0
-    while i < len(data):
-        key, i = read_varint(data, i)
-        num, kind = key >> 3, key & 7
-        if kind == 0:
-            value, i = read_varint(data, i)
-        elif kind == 2:
-            n, i = read_varint(data, i)
-            value, i = data[i:i + n], i + n
-        else:
-            raise ValueError("unexpected wire type %d" % kind)
-        fields[num] = value
-    return fields
-
-
-def read_varint(data, i):
-    shift = result = 0
-    while True:
-        b = data[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
 
 
 def check(cond, what):

@@ -18,48 +18,12 @@ from concurrent import futures
 
 import grpc
 
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def read_varint(data, i):
-    shift = 0
-    value = 0
-    while True:
-        b = data[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, i
-        shift += 7
+from echo_wire import decode, varint
 
 
 def parse_request(data):
     """EchoRequest fields by number: 1 payload, 2 reply_count, 4 delay_ms."""
-    fields = {}
-    i = 0
-    while i < len(data):
-        key, i = read_varint(data, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = read_varint(data, i)
-        elif wire == 2:
-            length, i = read_varint(data, i)
-            value = data[i:i + length]
-            i += length
-        else:
-            raise ValueError("unexpected wire type %d" % wire)
-        fields[num] = value
-    return fields
+    return decode(data)
 
 
 def reply(name, payload=b"", seq=0):
