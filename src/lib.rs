@@ -31,6 +31,7 @@
 //! - [`discovery`]: `dns://name:port` endpoints, resolved again every `resolve_interval`.
 //! - [`error`]: every way the gateway ends a call, mapped to a gRPC status in one place.
 //! - [`grpc`]: status codes, trailers-only responses, `grpc-timeout`, hop-by-hop headers.
+//! - [`sockopt`]: TCP keepalive and `TCP_USER_TIMEOUT` on every client and upstream socket.
 //! - [`tls`]: rustls configs for listeners (certificates re-read on change, client
 //!   certificates) and upstreams (CA, mTLS, SNI), and the one stream type for h2c and TLS.
 //! - [`admin`]: `/healthz`, `/readyz`, `/config`.
