@@ -339,3 +339,169 @@ async fn oversized_metadata_gets_a_grpc_status_naming_the_limit() {
         "the oversized calls never reached the backend"
     );
 }
+
+/// Sends `block` as HEADERS + CONTINUATION frames of at most 16 KiB on `stream`, then an empty
+/// message with END_STREAM.
+async fn send_split(c: &mut RawH2, stream: u32, block: &Block) {
+    let chunks: Vec<&[u8]> = block.0.chunks(16 * 1024).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let kind = if i == 0 { HEADERS } else { CONTINUATION };
+        let flags = if i + 1 == chunks.len() {
+            END_HEADERS
+        } else {
+            0
+        };
+        c.frame(kind, flags, stream, chunk).await;
+    }
+    c.frame(DATA, END_STREAM, stream, &grpc_message(b"")).await;
+}
+
+/// How stream `stream` ended: `Ok(true)` answered, `Ok(false)` reset with this code… as
+/// (answered, reset code, GOAWAY code).
+async fn outcome(c: &mut RawH2, stream: u32) -> (bool, Option<u32>, Option<u32>) {
+    loop {
+        let Some(f) = c.next(WAIT).await else {
+            return (false, None, None);
+        };
+        match (f.kind, f.stream) {
+            (GOAWAY, _) => return (false, None, Some(f.error_code())),
+            (RST_STREAM, s) if s == stream => return (false, Some(f.error_code()), None),
+            (HEADERS, s) if s == stream && f.flags & END_STREAM != 0 => return (true, None, None),
+            _ => {}
+        }
+    }
+}
+
+/// `unary()` padded with `x-pad` to exactly `size` bytes as RFC 9113 §6.5.2 counts them (name
+/// and value plus 32 per field).
+fn unary_of_size(size: usize) -> Block {
+    // :method 43, :scheme 43, :path 65, :authority 51, content-type 60, te 42; x-pad 37 + value.
+    unary().lit(b"x-pad", &vec![b'p'; size - 304 - 37])
+}
+
+/// The limit is the largest list accepted (h2 refused a list of exactly the limit), and a list
+/// over it gets an answer on its stream: the backend sees only the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_list_of_exactly_the_limit_is_accepted() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&config(&[b.addr.to_string()], "")).await;
+    let mut c = RawH2::connect(gw.addr).await;
+    c.request(1, &unary_of_size(16_384), b"").await;
+    assert_eq!(outcome(&mut c, 1).await, (true, None, None));
+    c.request(3, &unary_of_size(16_385), b"").await;
+    assert_eq!(
+        outcome(&mut c, 3).await,
+        (true, None, None),
+        "answered trailers-only"
+    );
+    assert_eq!(
+        b.observed.calls(),
+        1,
+        "only the call at the limit reached the backend"
+    );
+}
+
+/// The abuse limit (GOAWAY ENHANCE_YOUR_CALM) is max(4 × the limit, 1 MiB) of the whole block,
+/// decoded or still undecoded, however it is split into frames; below it an over-size block is
+/// answered on its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_blocks_past_the_abuse_limit_close_the_connection_whatever_the_framing() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&config(&[b.addr.to_string()], "")).await;
+    let many = |kib: usize| {
+        (0..kib / 8).fold(unary(), |blk, i| {
+            blk.lit(format!("x-f{i}").as_bytes(), &[b'v'; 8 * 1024])
+        })
+    };
+    // 900 KiB of 8 KiB fields: over the 16 KiB limit, under the abuse limit.
+    let mut c = RawH2::connect(gw.addr).await;
+    send_split(&mut c, 1, &many(900)).await;
+    assert_eq!(outcome(&mut c, 1).await, (true, None, None));
+    c.request(3, &unary(), b"").await;
+    assert_eq!(
+        outcome(&mut c, 3).await,
+        (true, None, None),
+        "connection kept"
+    );
+    // 1.2 MiB of 8 KiB fields, and one 1.1 MiB value, in 16 KiB frames: abuse.
+    for block in [many(1200), unary().lit(b"x-big", &vec![b'v'; 1100 * 1024])] {
+        let mut c = RawH2::connect(gw.addr).await;
+        send_split(&mut c, 1, &block).await;
+        assert_eq!(outcome(&mut c, 1).await, (false, None, Some(11)));
+    }
+}
+
+/// Trailers over the limit reset their stream (they were delivered with fields dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_over_the_limit_reset_the_stream() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&config(&[b.addr.to_string()], "")).await;
+    let mut c = RawH2::connect(gw.addr).await;
+    c.headers(1, &unary(), false).await;
+    c.frame(DATA, 0, 1, &grpc_message(b"")).await;
+    c.headers(1, &Block::default().lit(b"x-t", &[b't'; 20 * 1024]), true)
+        .await;
+    assert_eq!(outcome(&mut c, 1).await, (false, Some(11), None));
+    c.request(3, &unary(), b"").await;
+    assert_eq!(outcome(&mut c, 3).await, (true, None, None));
+}
+
+/// `host` naming the same origin as `:authority` (default port spelled out) is fine; an HPACK
+/// error is a COMPRESSION_ERROR (RFC 9113 §4.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_origin_host_is_accepted_and_hpack_errors_are_compression_errors() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&config(&[b.addr.to_string()], "")).await;
+    let mut c = RawH2::connect(gw.addr).await;
+    c.request(1, &unary().lit(b"host", b"LOCALHOST:80"), b"")
+        .await;
+    assert_eq!(outcome(&mut c, 1).await, (true, None, None));
+    // Index 70 of an empty dynamic table does not exist.
+    c.request(3, &unary().indexed(70), b"").await;
+    assert_eq!(outcome(&mut c, 3).await, (false, None, Some(9)));
+}
+
+/// h2 closes a connection that makes it reset more than 1,024 streams for protocol errors —
+/// per second, not over the connection's life: a client that sends one malformed request now
+/// and then keeps its connection and the calls on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_limited_per_second_not_per_connection() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&config(&[b.addr.to_string()], "")).await;
+    let mut c = RawH2::connect(gw.addr).await;
+    let bad = unary().lit(b"x-v", b"trailing space ");
+    let mut stream = 1;
+    for round in 0..2 {
+        for _ in 0..700 {
+            c.request(stream, &bad, b"").await;
+            assert_eq!(
+                outcome(&mut c, stream).await,
+                (false, Some(1), None),
+                "round {round}"
+            );
+            stream += 2;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    c.request(stream, &unary(), b"").await;
+    assert_eq!(outcome(&mut c, stream).await, (true, None, None));
+    // A flood (written at once) still gets the connection closed.
+    let mut c = RawH2::connect(gw.addr).await;
+    for i in 0..1100u32 {
+        c.request(2 * i + 1, &bad, b"").await;
+    }
+    let (mut resets, mut goaway) = (0, None);
+    while let Some(f) = c.next(WAIT).await {
+        match f.kind {
+            RST_STREAM => resets += 1,
+            GOAWAY => {
+                goaway = Some(f.error_code());
+                break;
+            }
+            _ => {}
+        }
+    }
+    // The resets h2 queued behind its GOAWAY are not all written: fewer than 1,024 arrive.
+    assert_eq!(goaway, Some(11), "after {resets} resets");
+    assert!(resets > 100, "{resets} resets");
+}

@@ -236,3 +236,46 @@ fn bad_outlier_settings_name_the_field() {
         "upstreams[0].outlier_detection.max_ejection_percent"
     );
 }
+
+/// An upstream that refuses 6 streams of every 10 (a busy server at its stream limit) and
+/// answers the others.
+async fn often_refusing() -> std::net::SocketAddr {
+    let (addr, _) = support::h2_upstream(|mut respond, count| async move {
+        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n % 10 < 6 {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            return;
+        }
+        let head = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let Ok(mut body) = respond.send_response(head, false) else {
+            return;
+        };
+        let _ = body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), false);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let _ = body.send_trailers(trailers);
+    })
+    .await;
+    addr
+}
+
+/// Review finding: a call retries a refused stream (up to 32 times), and every refusal counted
+/// as an outlier failure, so one call to a busy endpoint ejected it — with one endpoint, every
+/// call then failed for 30 s. A refusal now counts once per call, and the call's success resets
+/// the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_a_busy_endpoint_do_not_eject_it() {
+    let busy = often_refusing().await;
+    let gw = gateway(&support::config(
+        &[busy.to_string()],
+        "    outlier_detection: { consecutive_failures: 5 }\n",
+    ))
+    .await;
+    let (ok, failed) = calls(&gw, 10).await;
+    assert_eq!((ok.len(), failed), (10, 0));
+    let e = endpoint(&gw, &busy.to_string()).await;
+    assert_eq!(e["ejections"], 0, "{e}");
+}

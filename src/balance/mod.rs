@@ -4,8 +4,9 @@
 //! configured weight.
 //!
 //! - `random_weight`: weighted random.
-//! - `least_request`: fewest in-flight streams per unit of weight; ties (idle endpoints
-//!   among them) in smooth weighted round-robin order, so weights hold at any load.
+//! - `least_request`: fewest in-flight streams per unit of weight (once the call is placed);
+//!   idle endpoints in smooth weighted round-robin order, so weights hold exactly at
+//!   concurrency 1 and, through the in-flight counts, under steady load.
 //! - `round_robin`: smooth weighted round robin (nginx's), precomputed into a schedule walked with
 //!   one atomic counter, so no lock is taken per call.
 //! - `p2c_ewma`: two random candidates, the one with the lower peak-EWMA latency × (in-flight + 1)
@@ -18,7 +19,7 @@
 
 mod ewma;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rand::Rng;
@@ -37,6 +38,8 @@ pub struct Balancer {
     /// `round_robin` (and `least_request`, for ties): endpoint indices in smooth weighted order.
     schedule: Vec<usize>,
     next: AtomicUsize,
+    /// `least_request` with unequal weights: each endpoint's smooth round-robin credit.
+    credit: Vec<AtomicI64>,
 }
 
 impl Balancer {
@@ -56,6 +59,7 @@ impl Balancer {
             policy,
             schedule,
             next: AtomicUsize::new(start),
+            credit: weights.iter().map(|_| AtomicI64::new(0)).collect(),
         }
     }
 
@@ -122,49 +126,84 @@ fn random_weight<R: Rng + ?Sized>(
 }
 
 impl Balancer {
-    /// Fewest in-flight streams per unit of (effective) weight, compared exactly by
-    /// cross-multiplying. When every endpoint ties — all idle, or all loaded in proportion to
-    /// their weights — they are taken in smooth weighted round-robin order, so weights give
-    /// exact shares at concurrency 1 as under steady load; a tie among some of them is broken
-    /// at random by weight. (Envoy's `least_request` and the original synapsor's `minConn` keep
-    /// weights when endpoints are idle, too.)
+    /// Fewest streams in flight per unit of weight. With equal (effective) weights: the fewest
+    /// in flight; when all tie (all idle, say) in round-robin order, when some tie one of them
+    /// at random. With unequal weights: see [`Balancer::weighted_least`] — the weights' exact
+    /// shares while idle (the original synapsor's `minConn` and Envoy's `least_request` keep
+    /// weights when endpoints are idle), fewest in flight per weight under load.
     fn least_request<R: Rng + ?Sized>(
         &self,
         eps: &[Arc<Endpoint>],
         ok: &dyn Fn(usize) -> bool,
         rng: &mut R,
     ) -> Option<usize> {
-        let mut best: Option<(u64, u64)> = None;
-        let (mut chosen, mut ties, mut candidates) = (None, 0usize, 0usize);
+        let mut weights = (0..eps.len())
+            .filter(|&i| ok(i))
+            .map(|i| eps[i].effective_weight());
+        let first = weights.next()?;
+        if weights.all(|w| w == first) {
+            return self.fewest_in_flight(eps, ok, rng);
+        }
+        self.weighted_least(eps, ok)
+    }
+
+    /// The endpoint with the fewest streams in flight (equal weights).
+    fn fewest_in_flight<R: Rng + ?Sized>(
+        &self,
+        eps: &[Arc<Endpoint>],
+        ok: &dyn Fn(usize) -> bool,
+        rng: &mut R,
+    ) -> Option<usize> {
+        let load = |i: usize| eps[i].in_flight.load(Ordering::Relaxed);
+        let (mut best, mut chosen, mut ties, mut candidates) = (u64::MAX, None, 0u32, 0u32);
         for i in (0..eps.len()).filter(|&i| ok(i)) {
             candidates += 1;
-            let (load, w) = (
-                eps[i].in_flight.load(Ordering::Relaxed),
-                eps[i].effective_weight(),
-            );
-            let ord = best.map_or(std::cmp::Ordering::Less, |(bl, bw)| {
-                (load * bw).cmp(&(bl * w))
-            });
-            match ord {
-                std::cmp::Ordering::Less => {
-                    best = Some((load, w));
-                    (chosen, ties) = (Some(i), 1);
+            let l = load(i);
+            if l < best {
+                (best, chosen, ties) = (l, Some(i), 1);
+            } else if l == best {
+                ties += 1;
+                if rng.random_range(0..ties) == 0 {
+                    chosen = Some(i);
                 }
-                std::cmp::Ordering::Equal => ties += 1,
-                std::cmp::Ordering::Greater => {}
             }
         }
-        if ties < 2 {
-            return chosen;
+        if ties > 1 && ties == candidates {
+            return self.round_robin(&|i| ok(i) && load(i) == best).or(chosen);
         }
-        let (bl, bw) = best?;
-        let tied = |i: usize| {
-            ok(i) && eps[i].in_flight.load(Ordering::Relaxed) * bw == bl * eps[i].effective_weight()
-        };
-        if ties == candidates {
-            return self.round_robin(&|i| tied(i) && ramped(eps, i)).or(chosen);
+        chosen
+    }
+
+    /// Unequal weights: smooth weighted round robin (nginx's) over a dynamic weight recomputed
+    /// at every pick, `u² / (u + in_flight)` where `u` is the endpoint's weight relative to the
+    /// mean. Idle, that is `u`: exactly the weights' shares. An endpoint holding more streams
+    /// than its share gets proportionally fewer calls, and with the streams in proportion to
+    /// the weights the dynamic weights are too, so the weights hold at any concurrency (where
+    /// Envoy's `weight / (in_flight + 1)` drifts towards the square root of the weights as load
+    /// grows). The running credits are shared atomics: concurrent picks only blur the order.
+    fn weighted_least(&self, eps: &[Arc<Endpoint>], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+        if self.credit.len() != eps.len() {
+            return None;
         }
-        random_weight(eps, &tied, rng).or(chosen)
+        let live = || (0..eps.len()).filter(|&i| ok(i));
+        let (sum, n) = live().fold((0u64, 0u64), |(s, n), i| {
+            (s + eps[i].effective_weight(), n + 1)
+        });
+        let mean = sum as f64 / n.max(1) as f64;
+        let (mut total, mut best): (i64, Option<(usize, i64)>) = (0, None);
+        for i in live() {
+            let u = eps[i].effective_weight() as f64 / mean;
+            let in_flight = eps[i].in_flight.load(Ordering::Relaxed) as f64;
+            let dynamic = (u * u / (u + in_flight) * 1_000_000.0) as i64;
+            let credit = self.credit[i].fetch_add(dynamic, Ordering::Relaxed) + dynamic;
+            total += dynamic;
+            if best.is_none_or(|(_, c)| credit > c) {
+                best = Some((i, credit));
+            }
+        }
+        let (i, _) = best?;
+        self.credit[i].fetch_sub(total, Ordering::Relaxed);
+        Some(i)
     }
 }
 

@@ -131,9 +131,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
     if let Err((field, message)) = validate::validate(&config) {
         return Err(err(place(&field), field, message));
     }
+    let located_at = |path: &str| nearest(located.get_or_init(|| locate::locate(text)), path);
     let mut warnings: Vec<String> = warnings
         .into_iter()
-        .map(|w| format!("{}: {w}", file.display()))
+        .map(|(path, message)| err(located_at(&path), path, message).to_string())
         .collect();
     for (field, message) in validate::warnings(&config) {
         warnings.push(err(place(&field), original(&field), message).to_string());

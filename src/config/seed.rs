@@ -148,9 +148,9 @@ impl<'de> Deserialize<'de> for SeedPort {
 
 impl SeedFile {
     /// Maps the original file onto the native schema; returns the config, warnings for keys
-    /// that have no effect, and for each native listener/upstream the `proxy_list` index it
-    /// came from.
-    pub fn into_native(self) -> (Config, Vec<String>, Vec<usize>) {
+    /// that have no effect (as the key's path in the original file and a message), and for each
+    /// native listener/upstream the `proxy_list` index it came from.
+    pub fn into_native(self) -> (Config, Vec<(String, String)>, Vec<usize>) {
         let mut warnings = Vec::new();
         let mut origin = Vec::new();
         let addr = self
@@ -167,16 +167,18 @@ impl SeedFile {
                 } else {
                     "POOL_ENABLED"
                 };
-                warnings.push(format!(
-                    "proxy.proxy_list[{i}] ({}): {key} is false, entry skipped",
-                    e.name
+                warnings.push((
+                    format!("proxy.proxy_list[{i}].{key}"),
+                    format!("{key} is false: entry {:?} skipped", e.name),
                 ));
                 continue;
             }
             if e.pool_enabled.is_some() {
-                warnings.push(format!(
-                    "proxy.proxy_list[{i}].POOL_ENABLED has no effect: synapsor always pools \
-                     (set GRPC_REQUEST_REUSABLE: false for a connection per call)"
+                warnings.push((
+                    format!("proxy.proxy_list[{i}].POOL_ENABLED"),
+                    "has no effect: synapsor always pools (set GRPC_REQUEST_REUSABLE: false for \
+                     a connection per call)"
+                        .to_string(),
                 ));
             }
             let defaults = PoolConfig::default();

@@ -178,11 +178,10 @@ fn original_format_is_mapped() {
     assert!(loaded
         .warnings
         .iter()
-        .any(|w| w.contains("ENABLED is false, entry skipped")));
-    assert!(loaded
-        .warnings
-        .iter()
-        .any(|w| w.contains("POOL_ENABLED has no effect")));
+        .any(|w| w.contains("ENABLED is false: entry \"off\" skipped")));
+    assert!(loaded.warnings.iter().any(
+        |w| w.contains("POOL_ENABLED`: has no effect") && w.starts_with("ProxyConfig.yaml:7:")
+    ));
 }
 
 #[test]

@@ -36,9 +36,8 @@ pub struct Conn {
     pub overflow: bool,
     /// Shared with the task driving the connection.
     pub shared: Arc<ConnShared>,
-    /// Streams reset before the backend answered them, this second: the second (high 32 bits,
-    /// on [`clock::now_ms`] / 1000) and the count (low 32 bits).
-    early_resets: AtomicU64,
+    /// Young streams reset before the backend answered them, per second.
+    early_resets: crate::stack::PerSecond,
 }
 
 /// State shared between a [`Conn`] and the task that drives it.
@@ -111,19 +110,7 @@ impl Conn {
     /// Counts one stream reset before the backend answered it; returns how many such resets
     /// this connection has seen in the current second, this one included.
     pub fn early_reset(&self) -> u64 {
-        let second = clock::now_ms() / 1000;
-        let step = |v: u64| {
-            if v >> 32 == second {
-                v.saturating_add(1)
-            } else {
-                (second << 32) | 1
-            }
-        };
-        let before = self
-            .early_resets
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| Some(step(v)))
-            .unwrap_or(0);
-        step(before) & 0xffff_ffff
+        self.early_resets.hit()
     }
 
     /// Drops the connection at once (streams on it fail).
@@ -208,7 +195,7 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
         idle_since: AtomicU64::new(now.max(1)),
         overflow,
         shared: shared.clone(),
-        early_resets: AtomicU64::new(0),
+        early_resets: Default::default(),
     });
     tokio::spawn(drive(conn, ping, Arc::downgrade(&c), pool.clone()));
     Ok(c)

@@ -60,6 +60,8 @@ pub struct Call {
     parts: Parts,
     started: Instant,
     deadline: Option<Instant>,
+    /// The client connection's early resets (absent for calls not from a client connection).
+    client_resets: Option<crate::stack::ClientEarlyResets>,
 }
 
 enum Headers {
@@ -98,6 +100,8 @@ struct Retry {
     /// The endpoint that refused last; a new stream there waits for one of its streams to end.
     refused: Option<usize>,
     refusals: u32,
+    /// Why the last refusal came.
+    last_refusal: String,
     /// How long a refused call may keep trying.
     until: Option<Instant>,
 }
@@ -105,6 +109,11 @@ struct Retry {
 impl Retry {
     /// Records a refusal by endpoint `index`; false when the call has tried long enough.
     fn refused(&mut self, index: usize, call: &Call, e: &ProxyError) -> bool {
+        if self.refusals == 0 {
+            // Outlier detection counts a refusal once per call: a busy endpoint that refuses
+            // some streams while it serves others is not ejected by one call's retries.
+            call.failed(&call.members.endpoints[index]);
+        }
         self.refusals += 1;
         let ep = &call.members.endpoints[index];
         let until = *self
@@ -114,13 +123,10 @@ impl Retry {
         if self.refusals > MAX_REFUSALS || Instant::now() >= until {
             return false;
         }
-        if self.first_error.is_none() {
-            self.first_error = Some(ProxyError::NotStarted {
-                upstream: call.upstream.name.to_string(),
-                endpoint: ep.address.to_string(),
-                reason: e.to_string(),
-            });
-        }
+        self.last_refusal = match e {
+            ProxyError::NotStarted { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
         self.avoid = Some(index);
         self.refused = Some(index);
         true
@@ -148,6 +154,7 @@ impl Call {
         Call {
             members: upstream.members(),
             upstream,
+            client_resets: parts.extensions.get().cloned(),
             parts,
             started,
             deadline,
@@ -188,7 +195,7 @@ impl Call {
                 Attempt::Answered(resp) => return Ok(resp),
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Refused(index, e) => {
-                    if !dir.can_replay() || !retry.refused(index, &self, &e) {
+                    if !retry.refused(index, &self, &e) || !dir.can_replay() {
                         return Err(e);
                     }
                     tracing::debug!(upstream = %self.upstream.name, error = %e,
@@ -213,7 +220,7 @@ impl Call {
         let in_flight = InFlight::new(&ep);
         let sent_at = Instant::now();
         // Until the backend answers, dropping the call hands the stream to `hold`.
-        let mut unanswered = Unanswered::new(opened, sent_at);
+        let mut unanswered = Unanswered::new(opened, sent_at, self.client_resets.clone());
         let mut header_timer: Option<Pin<Box<Sleep>>> = self
             .members
             .request_timeout
@@ -251,11 +258,11 @@ impl Call {
             Headers::Response(Ok(resp)) => resp,
             Headers::Response(Err(e)) => {
                 drop(unanswered.settle()); // The stream is over already.
-                self.failed(&ep);
                 let err = stream_error(&self.upstream.name, &ep, &e, true);
                 if err.never_started() {
-                    return Attempt::Refused(index, err);
+                    return Attempt::Refused(index, err); // Counted by `Retry::refused`.
                 }
+                self.failed(&ep);
                 return Attempt::Failed(err);
             }
             Headers::Timeout(err) => {
@@ -339,14 +346,12 @@ impl Call {
                 .await
                 && Instant::now() >= until
             {
-                let e = retry.first_error.as_ref().map(|e| e.to_string());
                 return Err(fail(ProxyError::NotStarted {
                     upstream: name.to_string(),
                     endpoint: ep.address.to_string(),
                     reason: format!(
-                        "refused {} times; no stream slot within queue_timeout ({})",
-                        retry.refusals,
-                        e.unwrap_or_default()
+                        "refused the stream {} times, no slot within queue_timeout (last: {})",
+                        retry.refusals, retry.last_refusal
                     ),
                 }));
             }

@@ -3,11 +3,13 @@
 //!
 //! A client's cancel (or reset) must reach the backend as promptly as over a direct connection:
 //! a backend that learns of it late takes a client stream whose END_STREAM came first for
-//! complete, and answers a call its client gave up on. So a stream is reset at once while its
-//! upstream connection has seen at most [`PROMPT_RESETS`] such early resets in the current
-//! second.
+//! complete, and answers a call its client gave up on. So a stream is reset at once unless it
+//! is part of a flood: its client connection drops calls before their answer more than
+//! [`CLIENT_FLOOD_BURST`] times a second (or more than [`CLIENT_FLOOD_FLOOR`] times and most of
+//! its calls), or its upstream connection sees more than [`PROMPT_RESETS`] streams a second
+//! dropped within [`FLOOD_AGE`] of opening, from all clients together.
 //!
-//! Past that, a client is opening streams and resetting them at once (the 2023 "rapid reset"
+//! In a flood a client is opening streams and resetting them at once (the 2023 "rapid reset"
 //! pattern): forwarded as they come, HEADERS and RST_STREAM back to back, they trip the
 //! backend's HTTP/2 stack, which counts streams reset before its application took them (h2 and
 //! hyper allow 20 at once) and answers more with GOAWAY ENHANCE_YOUR_CALM, failing every other
@@ -24,10 +26,26 @@ use tokio::time::Instant;
 
 use super::call::Opened;
 
-/// Early resets per upstream connection per second that go out at once: half of h2's and
-/// hyper's limit of streams reset before the server took them, which a backend that accepts
-/// its streams promptly never comes near at this rate.
-pub const PROMPT_RESETS: u64 = 10;
+/// Young early resets a second that go out at once per upstream connection, from all its
+/// clients together: a quarter of h2's and hyper's limit of 20 streams reset before the server
+/// took them, so that even the last of one second's and the first of the next, back to back,
+/// stay under it.
+pub const PROMPT_RESETS: u64 = 5;
+
+/// A client connection that has dropped more than this many calls before their answer in the
+/// current second, and most of its calls, is flooding: its early resets are held.
+pub const CLIENT_FLOOD_FLOOR: u64 = 5;
+
+/// A client connection that has dropped more than this many calls before their answer in the
+/// current second is flooding whatever else it sends (a flooder's connection torn down drops
+/// hundreds at once): fewer than h2's and hyper's limit of 20 resets before the server took
+/// the streams.
+pub const CLIENT_FLOOD_BURST: u64 = 8;
+
+/// For the upstream connection's count, only a stream dropped sooner than this after it was
+/// opened counts (the flood pattern: open and reset at once), so many clients' ordinary cancels
+/// together are not taken for a flood.
+pub const FLOOD_AGE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How long after opening an unanswered stream its reset is put off at most, under a flood.
 pub const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
@@ -71,14 +89,24 @@ impl Drop for Place {
 pub struct Unanswered {
     opened: Option<Opened>,
     since: Instant,
+    client: Option<crate::stack::ClientEarlyResets>,
 }
 
 impl Unanswered {
-    /// Watches `opened`, opened at `since`.
-    pub fn new(opened: Opened, since: Instant) -> Unanswered {
+    /// Watches `opened`, opened at `since` for a client connection whose early resets
+    /// `client` counts.
+    pub fn new(
+        opened: Opened,
+        since: Instant,
+        client: Option<crate::stack::ClientEarlyResets>,
+    ) -> Unanswered {
+        if let Some(c) = &client {
+            c.opened();
+        }
         Unanswered {
             opened: Some(opened),
             since,
+            client,
         }
     }
 
@@ -102,8 +130,16 @@ impl Drop for Unanswered {
         if Instant::now() >= until {
             return; // Old enough: the backend has long taken it; reset now.
         }
-        if opened.lease.early_reset() <= PROMPT_RESETS {
-            return; // No flood on this connection: reset now, as a direct client would.
+        // A flood: this client connection drops many of its calls (or most of them) before
+        // their answer; or the upstream connection sees many young ones from all its clients.
+        let client_flood = self
+            .client
+            .as_ref()
+            .is_some_and(|c| c.reset_is_flood(CLIENT_FLOOD_FLOOR, CLIENT_FLOOD_BURST));
+        let young = Instant::now() - self.since < FLOOD_AGE;
+        let upstream_flood = young && opened.lease.early_reset() > PROMPT_RESETS;
+        if !(client_flood || upstream_flood) {
+            return; // Reset now, as a direct client would.
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;

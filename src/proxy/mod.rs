@@ -123,6 +123,16 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// The client connection a stream came on.
+pub struct Client {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// Its TLS client certificate's identity, if any.
+    pub identity: Option<crate::interceptor::Principal>,
+    /// Its calls that ended before the upstream answered, per second.
+    pub early: crate::stack::ClientEarlyResets,
+}
+
 /// Serves one client stream to its end through `svc`. Never panics on client input; every
 /// failure is answered with a gRPC status or, for non-gRPC requests, an HTTP status. Returns
 /// true when the client reset the stream within [`PREMATURE_RESET`] of opening it (what a
@@ -130,8 +140,7 @@ impl std::fmt::Display for Outcome {
 pub async fn serve_stream<S>(
     svc: S,
     listener: &str,
-    peer: std::net::SocketAddr,
-    identity: Option<crate::interceptor::Principal>,
+    client: Client,
     req: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) -> bool
@@ -149,8 +158,9 @@ where
         .then(|| (req.uri().path().to_owned(), std::time::Instant::now()));
     let mut req = req.map(Body::h2);
     req.extensions_mut()
-        .insert(crate::interceptor::PeerAddr(peer));
-    if let Some(id) = identity {
+        .insert(crate::interceptor::PeerAddr(client.peer));
+    req.extensions_mut().insert(client.early);
+    if let Some(id) = client.identity {
         // The client certificate's identity, until an auth stage says otherwise.
         req.extensions_mut().insert(id);
     }

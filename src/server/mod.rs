@@ -298,6 +298,7 @@ pub async fn serve_conn(incoming: Incoming) {
     tokio::pin!(age);
     let mut aged = false;
     let resets = Arc::new(AtomicU64::new(0));
+    let early_resets = crate::stack::ClientEarlyResets::default();
     let (mut streams, mut calmed) = (0u64, false);
     loop {
         tokio::select! {
@@ -317,9 +318,9 @@ pub async fn serve_conn(incoming: Incoming) {
                     }
                     let (svc, name) = (slot.stack(), slot.name.clone());
                     let resets = resets.clone();
-                    let identity = identity.clone();
+                    let client = proxy::Client { peer, identity: identity.clone(), early: early_resets.clone() };
                     tokio::spawn(async move {
-                        if proxy::serve_stream(svc, &name, peer, identity, req, respond).await {
+                        if proxy::serve_stream(svc, &name, client, req, respond).await {
                             resets.fetch_add(1, Ordering::Relaxed);
                         }
                     });

@@ -16,6 +16,61 @@ use crate::error::ProxyError;
 use crate::grpc::{self, Code};
 use crate::interceptor::Rejected;
 
+/// A per-second count, in one atomic: the second (high 32 bits, on
+/// [`crate::clock::now_ms`] / 1000) and the count (low 32 bits).
+#[derive(Debug, Default)]
+pub struct PerSecond(std::sync::atomic::AtomicU64);
+
+impl PerSecond {
+    /// Counts one; returns the count of the current second, this one included.
+    pub fn hit(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let second = crate::clock::now_ms() / 1000;
+        let step = |v: u64| {
+            if v >> 32 == second {
+                v.saturating_add(1)
+            } else {
+                (second << 32) | 1
+            }
+        };
+        let before = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| Some(step(v)))
+            .unwrap_or(0);
+        step(before) & 0xffff_ffff
+    }
+
+    /// The count of the current second.
+    pub fn get(&self) -> u64 {
+        let v = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        if v >> 32 == crate::clock::now_ms() / 1000 {
+            v & 0xffff_ffff
+        } else {
+            0
+        }
+    }
+}
+
+/// In a request's extensions: per second, the client connection's calls that reached an
+/// upstream, and those of them that ended before the upstream answered — how the request path
+/// tells one client's reset flood (most of its calls) from a busy client's ordinary cancels.
+#[derive(Clone, Debug, Default)]
+pub struct ClientEarlyResets(pub std::sync::Arc<[PerSecond; 2]>);
+
+impl ClientEarlyResets {
+    /// Counts a call that reached an upstream.
+    pub fn opened(&self) {
+        self.0[0].hit();
+    }
+
+    /// Counts a call that ended before its upstream answered; true when, this second, more than
+    /// `floor` did and they are most of the connection's calls, or more than `burst` did.
+    pub fn reset_is_flood(&self, floor: u64, burst: u64) -> bool {
+        let resets = self.0[1].hit();
+        resets > burst || (resets > floor && resets * 2 > self.0[0].get())
+    }
+}
+
 /// Errors cross service boundaries boxed, as in tower and linkerd.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

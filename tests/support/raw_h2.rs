@@ -140,14 +140,15 @@ impl RawH2 {
         c
     }
 
-    /// Writes one frame.
+    /// Writes one frame. A write to a connection the peer closed is dropped: what the peer did
+    /// shows in what [`RawH2::next`] reads.
     pub async fn frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
         let mut out = Vec::with_capacity(9 + payload.len());
         let n = payload.len();
         out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags]);
         out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
         out.extend_from_slice(payload);
-        self.tcp.write_all(&out).await.unwrap();
+        let _ = self.tcp.write_all(&out).await;
     }
 
     /// HEADERS with END_HEADERS (and END_STREAM when `end`).

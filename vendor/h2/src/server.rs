@@ -949,7 +949,8 @@ impl Builder {
     /// If you really want to disable this, supply [`Option::None`] here.
     /// Disabling this is not recommended and may expose you to DOS attacks.
     ///
-    /// The default value is currently 1024, but could change.
+    /// The default value is currently 1024, but could change. [synapsor patch] The limit is
+    /// per second, not over the connection's lifetime.
     pub fn max_local_error_reset_streams(&mut self, max: Option<usize>) -> &mut Self {
         self.local_max_error_reset_streams = max;
         self
@@ -1795,7 +1796,7 @@ impl proto::Peer for Peer {
         // [synapsor patch] RFC 9113 §8.3.1: a `host` field naming another authority than
         // :authority makes the request malformed.
         if let (Some(authority), Some(host)) = (&parts.authority, fields.get(http::header::HOST)) {
-            if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
+            if !same_origin(authority, parts.scheme.as_ref(), host.as_bytes()) {
                 malformed!("malformed headers: host {:?} differs from :authority", host);
             }
         }
@@ -1816,6 +1817,21 @@ impl proto::Peer for Peer {
 
         Ok(request)
     }
+}
+
+/// [synapsor patch] Whether a `host` field names the same authority as `:authority`: the same
+/// host (case-insensitively) and port, a missing port standing for the scheme's default.
+fn same_origin(authority: &http::uri::Authority, scheme: Option<&http::uri::Scheme>, host: &[u8]) -> bool {
+    let Ok(host) = http::uri::Authority::try_from(host) else {
+        return false;
+    };
+    let default = match scheme.map(|s| s.as_str()) {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    authority.host().eq_ignore_ascii_case(host.host())
+        && authority.port_u16().or(default) == host.port_u16().or(default)
 }
 
 // ===== impl Handshaking =====

@@ -211,7 +211,9 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
                 },
                 Err(e) => {
                     proto_err!(conn: "failed HPACK decoding; err={:?}", e);
-                    return Err(Error::library_go_away(Reason::PROTOCOL_ERROR));
+                    // [synapsor patch] RFC 9113 §4.3: a field block that cannot be decompressed
+                    // is a connection error of type COMPRESSION_ERROR.
+                    return Err(Error::library_go_away(Reason::COMPRESSION_ERROR));
                 }
             }
 
@@ -351,27 +353,26 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             if partial.buf.is_empty() {
                 partial.buf = bytes.split_off(frame::HEADER_LEN);
             } else {
-                if partial.frame.is_over_size() {
-                    // If there was left over bytes previously, they may be
-                    // needed to continue decoding, even though we will
-                    // be ignoring this frame. This is done to keep the HPACK
-                    // decoder state up-to-date.
-                    //
-                    // Still, we need to be careful, because if a malicious
-                    // attacker were to try to send a gigantic string, such
-                    // that it fits over multiple header blocks, we could
-                    // grow memory uncontrollably again, and that'd be a shame.
-                    //
-                    // Instead, we use a simple heuristic to determine if
-                    // we should continue to ignore decoding, or to tell
-                    // the attacker to go away.
-                    // [synapsor patch] Up to the abuse size, as for a block in one frame.
-                    let ignorable =
-                        frame::header_list_abuse_size(decoder.max_header_list_size);
-                    if partial.buf.len() + bytes.len() > ignorable {
-                        proto_err!(conn: "CONTINUATION frame header block size over ignorable limit");
-                        return Err(Error::library_go_away(Reason::COMPRESSION_ERROR));
-                    }
+                // If there was left over bytes previously, they may be
+                // needed to continue decoding, even though we will
+                // be ignoring this frame. This is done to keep the HPACK
+                // decoder state up-to-date.
+                //
+                // Still, we need to be careful, because if a malicious
+                // attacker were to try to send a gigantic string, such
+                // that it fits over multiple header blocks, we could
+                // grow memory uncontrollably again, and that'd be a shame.
+                //
+                // [synapsor patch] Undecoded bytes are bounded by the abuse size whether or
+                // not the block is over size yet (a single huge value is buffered whole before
+                // it can be decoded), with the same answer as a decoded block over it.
+                let ignorable = frame::header_list_abuse_size(decoder.max_header_list_size);
+                if partial.buf.len() + bytes.len() > ignorable {
+                    proto_err!(conn: "CONTINUATION frame header block size over ignorable limit");
+                    return Err(Error::library_go_away_data(
+                        Reason::ENHANCE_YOUR_CALM,
+                        "header_list_way_too_large",
+                    ));
                 }
                 partial.buf.extend_from_slice(&bytes[frame::HEADER_LEN..]);
             }
@@ -397,7 +398,9 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
                 }
                 Err(e) => {
                     proto_err!(conn: "failed HPACK decoding; err={:?}", e);
-                    return Err(Error::library_go_away(Reason::PROTOCOL_ERROR));
+                    // [synapsor patch] RFC 9113 §4.3: a field block that cannot be decompressed
+                    // is a connection error of type COMPRESSION_ERROR.
+                    return Err(Error::library_go_away(Reason::COMPRESSION_ERROR));
                 }
             }
 
@@ -461,13 +464,6 @@ impl Continuable {
         match *self {
             Continuable::Headers(ref h) => h.stream_id(),
             Continuable::PushPromise(ref p) => p.stream_id(),
-        }
-    }
-
-    fn is_over_size(&self) -> bool {
-        match *self {
-            Continuable::Headers(ref h) => h.is_over_size(),
-            Continuable::PushPromise(ref p) => p.is_over_size(),
         }
     }
 

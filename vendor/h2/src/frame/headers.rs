@@ -118,6 +118,10 @@ struct HeaderBlock {
     /// kept across fragments like `malformed`.
     saw_regular: bool,
 
+    /// [synapsor patch] The size (RFC 9113 §6.5.2) of everything decoded so far, kept fields or
+    /// not: the abuse limit applies to the whole block, not to each fragment.
+    decoded_size: usize,
+
     /// Pseudo headers, these are broken out as they must be sent as part of the
     /// headers frame.
     pseudo: Pseudo,
@@ -148,6 +152,7 @@ impl Headers {
                 is_over_size: false,
                 malformed: false,
                 saw_regular: false,
+                decoded_size: 0,
                 pseudo,
             },
             flags: HeadersFlag::default(),
@@ -167,6 +172,7 @@ impl Headers {
                 is_over_size: false,
                 malformed: false,
                 saw_regular: false,
+                decoded_size: 0,
                 pseudo: Pseudo::default(),
             },
             flags,
@@ -234,6 +240,7 @@ impl Headers {
                 is_over_size: false,
                 malformed: false,
                 saw_regular: false,
+                decoded_size: 0,
                 pseudo: Pseudo::default(),
             },
             flags,
@@ -403,6 +410,7 @@ impl PushPromise {
                 is_over_size: false,
                 malformed: false,
                 saw_regular: false,
+                decoded_size: 0,
                 pseudo,
             },
             promised_id,
@@ -496,6 +504,7 @@ impl PushPromise {
                 is_over_size: false,
                 malformed: false,
                 saw_regular: false,
+                decoded_size: 0,
                 pseudo: Pseudo::default(),
             },
             promised_id,
@@ -921,7 +930,7 @@ impl HeaderBlock {
         let mut reg = self.saw_regular || !self.fields.is_empty();
         let mut malformed = self.malformed;
         let mut header_list_way_too_large = false;
-        let mut headers_size = self.calculate_header_list_size();
+        let mut headers_size = self.decoded_size.max(self.calculate_header_list_size());
         let max_header_list_abuse_size = header_list_abuse_size(max_header_list_size);
 
         macro_rules! check_size {
@@ -931,7 +940,9 @@ impl HeaderBlock {
                     header_list_way_too_large = true;
                     ControlFlow::Break(())
                 } else {
-                    if headers_size >= max_header_list_size && !self.is_over_size {
+                    // [synapsor patch] A list of exactly the limit is accepted (RFC 9113 §6.5.2:
+                    // the largest size the sender is prepared to accept).
+                    if headers_size > max_header_list_size && !self.is_over_size {
                         tracing::trace!("load_hpack; header list size over max");
                         self.is_over_size = true;
                     }
@@ -1048,6 +1059,7 @@ impl HeaderBlock {
         // whole (recv.rs), so CONTINUATION frames keep HPACK in step.
         self.malformed = malformed;
         self.saw_regular = reg;
+        self.decoded_size = headers_size;
 
         match res {
             Ok(()) => {}

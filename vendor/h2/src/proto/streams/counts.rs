@@ -75,7 +75,15 @@ pub(super) struct Counts {
 
     /// Total number of locally reset streams due to protocol error across the
     /// lifetime of the connection.
+    ///
+    /// [synapsor patch] Counted per second (since `local_error_window`), not over the
+    /// connection's lifetime: a long-lived client that sends one malformed request now and then
+    /// must not lose the connection (and every call on it) every 1,024 of them, while a flood of
+    /// them still does.
     num_local_error_reset_streams: usize,
+
+    /// [synapsor patch] When the current one-second window of local error resets began.
+    local_error_window: std::time::Instant,
 
     /// connection-level budget for DATA framing overhead.
     data_frame_budget: Budget,
@@ -87,6 +95,9 @@ pub(super) struct Counts {
     /// the connection.
     num_recv_empty_data_frames: usize,
 }
+
+/// [synapsor patch] The window `max_local_error_reset_streams` counts over.
+const LOCAL_ERROR_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Counts {
     /// Create a new `Counts` using the provided configuration values.
@@ -103,6 +114,7 @@ impl Counts {
             num_remote_reset_streams: 0,
             max_local_error_reset_streams: config.local_max_error_reset_streams,
             num_local_error_reset_streams: 0,
+            local_error_window: std::time::Instant::now(),
             data_frame_budget: Budget::new(config.data_frame_budget.resolve(None)),
             data_frame_budget_is_auto: config.data_frame_budget.is_auto(),
             num_recv_empty_data_frames: 0,
@@ -166,7 +178,7 @@ impl Counts {
     /// Returns true if we can issue another local reset due to protocol error.
     pub fn can_inc_num_local_error_resets(&self) -> bool {
         if let Some(max) = self.max_local_error_reset_streams {
-            max > self.num_local_error_reset_streams
+            max > self.local_error_resets_this_second()
         } else {
             true
         }
@@ -175,8 +187,22 @@ impl Counts {
     pub fn inc_num_local_error_resets(&mut self) {
         assert!(self.can_inc_num_local_error_resets());
 
+        // [synapsor patch] A new one-second window starts the count afresh.
+        if self.local_error_window.elapsed() >= LOCAL_ERROR_WINDOW {
+            self.local_error_window = std::time::Instant::now();
+            self.num_local_error_reset_streams = 0;
+        }
         // Increment the number of remote initiated streams
         self.num_local_error_reset_streams += 1;
+    }
+
+    /// [synapsor patch] Local error resets in the current window.
+    fn local_error_resets_this_second(&self) -> usize {
+        if self.local_error_window.elapsed() >= LOCAL_ERROR_WINDOW {
+            0
+        } else {
+            self.num_local_error_reset_streams
+        }
     }
 
     pub(crate) fn max_local_error_resets(&self) -> Option<usize> {

@@ -450,6 +450,13 @@ impl Recv {
             proto_err!(stream: "malformed trailers; stream={:?}", stream.id);
             return Err(Error::library_reset(stream.id, Reason::PROTOCOL_ERROR));
         }
+        // [synapsor patch] Trailers over SETTINGS_MAX_HEADER_LIST_SIZE were delivered with the
+        // fields past the limit silently dropped: refuse the stream instead (gRPC maps
+        // ENHANCE_YOUR_CALM to RESOURCE_EXHAUSTED, as for an over-size header block).
+        if frame.is_over_size() {
+            proto_err!(stream: "trailers over max_header_list_size; stream={:?}", stream.id);
+            return Err(Error::library_reset(stream.id, Reason::ENHANCE_YOUR_CALM));
+        }
 
         // Transition the state
         stream.state.recv_close()?;
