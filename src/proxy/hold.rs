@@ -5,9 +5,8 @@
 //! a backend that learns of it late takes a client stream whose END_STREAM came first for
 //! complete, and answers a call its client gave up on. So a stream is reset at once unless it
 //! is part of a flood: its client connection drops calls before their answer more than
-//! [`CLIENT_FLOOD_BURST`] times a second (or more than [`CLIENT_FLOOD_FLOOR`] times and most of
-//! its calls), or its upstream connection sees more than [`PROMPT_RESETS`] streams a second
-//! dropped within [`FLOOD_AGE`] of opening, from all clients together.
+//! [`CLIENT_FLOOD`] times a second, or its upstream connection sees more than [`PROMPT_RESETS`]
+//! streams a second dropped within [`FLOOD_AGE`] of opening, from all clients together.
 //!
 //! In a flood a client is opening streams and resetting them at once (the 2023 "rapid reset"
 //! pattern): forwarded as they come, HEADERS and RST_STREAM back to back, they trip the
@@ -33,14 +32,9 @@ use super::call::Opened;
 pub const PROMPT_RESETS: u64 = 5;
 
 /// A client connection that has dropped more than this many calls before their answer in the
-/// current second, and most of its calls, is flooding: its early resets are held.
-pub const CLIENT_FLOOD_FLOOR: u64 = 5;
-
-/// A client connection that has dropped more than this many calls before their answer in the
-/// current second is flooding whatever else it sends (a flooder's connection torn down drops
-/// hundreds at once): fewer than h2's and hyper's limit of 20 resets before the server took
-/// the streams.
-pub const CLIENT_FLOOD_BURST: u64 = 8;
+/// current second is flooding (a flooder's connection torn down drops hundreds at once): fewer
+/// than h2's and hyper's limit of 20 resets before the server took the streams.
+pub const CLIENT_FLOOD: u64 = 8;
 
 /// For the upstream connection's count, only a stream dropped sooner than this after it was
 /// opened counts (the flood pattern: open and reset at once), so many clients' ordinary cancels
@@ -100,9 +94,6 @@ impl Unanswered {
         since: Instant,
         client: Option<crate::stack::ClientEarlyResets>,
     ) -> Unanswered {
-        if let Some(c) = &client {
-            c.opened();
-        }
         Unanswered {
             opened: Some(opened),
             since,
@@ -130,12 +121,12 @@ impl Drop for Unanswered {
         if Instant::now() >= until {
             return; // Old enough: the backend has long taken it; reset now.
         }
-        // A flood: this client connection drops many of its calls (or most of them) before
-        // their answer; or the upstream connection sees many young ones from all its clients.
+        // A flood: this client connection drops many calls before their answer; or the upstream
+        // connection sees many young ones from all its clients.
         let client_flood = self
             .client
             .as_ref()
-            .is_some_and(|c| c.reset_is_flood(CLIENT_FLOOD_FLOOR, CLIENT_FLOOD_BURST));
+            .is_some_and(|c| c.0.hit() > CLIENT_FLOOD);
         let young = Instant::now() - self.since < FLOOD_AGE;
         let upstream_flood = young && opened.lease.early_reset() > PROMPT_RESETS;
         if !(client_flood || upstream_flood) {

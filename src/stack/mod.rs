@@ -39,37 +39,13 @@ impl PerSecond {
             .unwrap_or(0);
         step(before) & 0xffff_ffff
     }
-
-    /// The count of the current second.
-    pub fn get(&self) -> u64 {
-        let v = self.0.load(std::sync::atomic::Ordering::Relaxed);
-        if v >> 32 == crate::clock::now_ms() / 1000 {
-            v & 0xffff_ffff
-        } else {
-            0
-        }
-    }
 }
 
-/// In a request's extensions: per second, the client connection's calls that reached an
-/// upstream, and those of them that ended before the upstream answered — how the request path
-/// tells one client's reset flood (most of its calls) from a busy client's ordinary cancels.
+/// In a request's extensions: the client connection's calls that ended before the upstream
+/// answered them, per second — how the request path tells one client's reset flood from
+/// ordinary cancels.
 #[derive(Clone, Debug, Default)]
-pub struct ClientEarlyResets(pub std::sync::Arc<[PerSecond; 2]>);
-
-impl ClientEarlyResets {
-    /// Counts a call that reached an upstream.
-    pub fn opened(&self) {
-        self.0[0].hit();
-    }
-
-    /// Counts a call that ended before its upstream answered; true when, this second, more than
-    /// `floor` did and they are most of the connection's calls, or more than `burst` did.
-    pub fn reset_is_flood(&self, floor: u64, burst: u64) -> bool {
-        let resets = self.0[1].hit();
-        resets > burst || (resets > floor && resets * 2 > self.0[0].get())
-    }
-}
+pub struct ClientEarlyResets(pub std::sync::Arc<PerSecond>);
 
 /// Errors cross service boundaries boxed, as in tower and linkerd.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
