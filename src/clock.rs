@@ -30,3 +30,28 @@ pub fn due(last: &std::sync::atomic::AtomicU64, every_ms: u64) -> bool {
             .compare_exchange(prev, now, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
 }
+
+/// A per-second count, in one atomic: the second (high 32 bits, on
+/// [`now_ms`] / 1000) and the count (low 32 bits).
+#[derive(Debug, Default)]
+pub struct PerSecond(std::sync::atomic::AtomicU64);
+
+impl PerSecond {
+    /// Counts one; returns the count of the current second, this one included.
+    pub fn hit(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let second = now_ms() / 1000;
+        let step = |v: u64| {
+            if v >> 32 == second {
+                v.saturating_add(1)
+            } else {
+                (second << 32) | 1
+            }
+        };
+        let before = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| Some(step(v)))
+            .unwrap_or(0);
+        step(before) & 0xffff_ffff
+    }
+}

@@ -145,6 +145,7 @@ impl Balancer {
             return self.fewest_in_flight(eps, ok, rng);
         }
         self.weighted_least(eps, ok)
+            .or_else(|| random_weight(eps, ok, rng))
     }
 
     /// The endpoint with the fewest streams in flight (equal weights).
@@ -183,7 +184,7 @@ impl Balancer {
     /// grows). The running credits are shared atomics: concurrent picks only blur the order.
     fn weighted_least(&self, eps: &[Arc<Endpoint>], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
         if self.credit.len() != eps.len() {
-            return None;
+            return None; // Built for another member list: the caller picks by weight instead.
         }
         let live = || (0..eps.len()).filter(|&i| ok(i));
         let (sum, n) = live().fold((0u64, 0u64), |(s, n), i| {

@@ -290,10 +290,7 @@ impl Version {
             Ok(b) => b,
             Err(e) => return Err(Failure::classify(&e, &store, "instantiate")),
         };
-        let now = Instant::now();
-        (store.data_mut().started, store.data_mut().deadline) =
-            (now, now + self.limits.start_timeout());
-        store.set_epoch_deadline(1);
+        arm(&mut store, self.limits.start_timeout());
         match bindings.call_init(&mut store, &self.config).await {
             Ok(Ok(())) => Ok(Instance {
                 store,
@@ -404,13 +401,17 @@ impl Version {
 impl Instance {
     /// Sets the deadline of the next call.
     fn arm(&mut self, timeout: Duration) {
-        let now = Instant::now();
-        (
-            self.store.data_mut().started,
-            self.store.data_mut().deadline,
-        ) = (now, now + timeout);
-        self.store.set_epoch_deadline(1);
+        arm(&mut self.store, timeout);
     }
+}
+
+/// Starts the clock of a call (or instantiation, or `init`) that may run for `timeout`: the
+/// epoch callback checks it at the next tick (a new store's epoch deadline is 0).
+fn arm(store: &mut Store<HostState>, timeout: Duration) {
+    let now = Instant::now();
+    let data = store.data_mut();
+    (data.started, data.deadline) = (now, now + timeout);
+    store.set_epoch_deadline(1);
 }
 
 impl Failure {

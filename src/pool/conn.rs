@@ -37,7 +37,7 @@ pub struct Conn {
     /// Shared with the task driving the connection.
     pub shared: Arc<ConnShared>,
     /// Young streams reset before the backend answered them, per second.
-    early_resets: crate::stack::PerSecond,
+    early_resets: clock::PerSecond,
 }
 
 /// State shared between a [`Conn`] and the task that drives it.

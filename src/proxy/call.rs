@@ -102,7 +102,8 @@ struct Retry {
     refusals: u32,
     /// Why the last refusal came.
     last_refusal: String,
-    /// How long a refused call may keep trying.
+    /// How long a refused call may keep trying: `queue_timeout` after the first refusal, or the
+    /// deadline if sooner.
     until: Option<Instant>,
 }
 
@@ -116,10 +117,10 @@ impl Retry {
         }
         self.refusals += 1;
         let ep = &call.members.endpoints[index];
-        let until = *self
-            .until
-            .get_or_insert_with(|| Instant::now() + ep.pool.queue_timeout());
-        let until = call.deadline.map_or(until, |d| d.min(until));
+        let until = *self.until.get_or_insert_with(|| {
+            let queued = Instant::now() + ep.pool.queue_timeout();
+            call.deadline.map_or(queued, |d| d.min(queued))
+        });
         if self.refusals > MAX_REFUSALS || Instant::now() >= until {
             return false;
         }
@@ -220,7 +221,7 @@ impl Call {
         let in_flight = InFlight::new(&ep);
         let sent_at = Instant::now();
         // Until the backend answers, dropping the call hands the stream to `hold`.
-        let mut unanswered = Unanswered::new(opened, sent_at, self.client_resets.clone());
+        let mut unanswered = Unanswered::new(opened, sent_at, self.client_resets.as_ref());
         let mut header_timer: Option<Pin<Box<Sleep>>> = self
             .members
             .request_timeout
@@ -339,7 +340,6 @@ impl Call {
             // end (or a moment, when it had none other open) before trying it again.
             let pause = REFUSED_PAUSE * (1 << retry.refusals.min(5));
             let until = retry.until.unwrap_or_else(Instant::now);
-            let until = self.deadline.map_or(until, |d| d.min(until));
             if !ep
                 .pool
                 .wait_for_release(until.min(Instant::now() + pause))

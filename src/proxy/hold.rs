@@ -80,20 +80,20 @@ impl Drop for Place {
 /// An opened upstream stream until its response headers arrive. Dropped before that (the call
 /// was dropped), it hands the stream to a short-lived task that resets it once the backend has
 /// answered or [`HOLD`] has passed since it opened.
-pub struct Unanswered {
+pub struct Unanswered<'a> {
     opened: Option<Opened>,
     since: Instant,
-    client: Option<crate::stack::ClientEarlyResets>,
+    client: Option<&'a crate::stack::ClientEarlyResets>,
 }
 
-impl Unanswered {
+impl<'a> Unanswered<'a> {
     /// Watches `opened`, opened at `since` for a client connection whose early resets
     /// `client` counts.
     pub fn new(
         opened: Opened,
         since: Instant,
-        client: Option<crate::stack::ClientEarlyResets>,
-    ) -> Unanswered {
+        client: Option<&'a crate::stack::ClientEarlyResets>,
+    ) -> Unanswered<'a> {
         Unanswered {
             opened: Some(opened),
             since,
@@ -112,7 +112,7 @@ impl Unanswered {
     }
 }
 
-impl Drop for Unanswered {
+impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
         let Some(mut opened) = self.opened.take() else {
             return;

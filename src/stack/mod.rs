@@ -16,36 +16,11 @@ use crate::error::ProxyError;
 use crate::grpc::{self, Code};
 use crate::interceptor::Rejected;
 
-/// A per-second count, in one atomic: the second (high 32 bits, on
-/// [`crate::clock::now_ms`] / 1000) and the count (low 32 bits).
-#[derive(Debug, Default)]
-pub struct PerSecond(std::sync::atomic::AtomicU64);
-
-impl PerSecond {
-    /// Counts one; returns the count of the current second, this one included.
-    pub fn hit(&self) -> u64 {
-        use std::sync::atomic::Ordering;
-        let second = crate::clock::now_ms() / 1000;
-        let step = |v: u64| {
-            if v >> 32 == second {
-                v.saturating_add(1)
-            } else {
-                (second << 32) | 1
-            }
-        };
-        let before = self
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| Some(step(v)))
-            .unwrap_or(0);
-        step(before) & 0xffff_ffff
-    }
-}
-
 /// In a request's extensions: the client connection's calls that ended before the upstream
 /// answered them, per second — how the request path tells one client's reset flood from
 /// ordinary cancels.
 #[derive(Clone, Debug, Default)]
-pub struct ClientEarlyResets(pub std::sync::Arc<PerSecond>);
+pub struct ClientEarlyResets(pub std::sync::Arc<crate::clock::PerSecond>);
 
 /// Errors cross service boundaries boxed, as in tower and linkerd.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
