@@ -495,13 +495,19 @@ async fn malformed_requests_are_limited_per_second_not_per_connection() {
         match f.kind {
             RST_STREAM => resets += 1,
             GOAWAY => {
-                goaway = Some(f.error_code());
+                let last = u32::from_be_bytes(f.payload[..4].try_into().unwrap()) & 0x7fff_ffff;
+                goaway = Some((f.error_code(), last));
                 break;
             }
             _ => {}
         }
     }
-    // The resets h2 queued behind its GOAWAY are not all written: fewer than 1,024 arrive.
-    assert_eq!(goaway, Some(11), "after {resets} resets");
-    assert!(resets > 100, "{resets} resets");
+    // How many of the resets h2 queued before its GOAWAY reach us varies (44 to 700 seen), so
+    // the cut-off is read from the GOAWAY itself: its last processed stream is near the
+    // 1,024th malformed one (stream ids 1, 3, 5, …: the 1,024th is 2,047; h2 also counts its
+    // resets of DATA for streams it reset and has forgotten, so 2,045 was seen). Hundreds were
+    // answered as stream errors first.
+    let (code, last) = goaway.unwrap_or_else(|| panic!("no GOAWAY after {resets} resets"));
+    assert_eq!(code, 11, "after {resets} resets");
+    assert!(last > 2 * 500, "cut off at stream {last}");
 }
