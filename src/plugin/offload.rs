@@ -4,7 +4,7 @@
 //! calls the host in a loop — or that waits for a free instance, moves to the plugin threads
 //! and finishes there: the worker goes back to its sockets at once.
 //!
-//! The measured reason (`tests/plugin_safety.rs`, docs/BENCHMARKS.md): a worker is a
+//! The measured reason (`tests/it/plugin_safety.rs`, docs/BENCHMARKS.md): a worker is a
 //! current-thread tokio runtime, which polls its sockets only every few dozen task polls; a
 //! plugin call yielding each millisecond of a 50 ms timeout kept other connections' 5 ms calls
 //! waiting 106–114 ms. On the plugin threads such a call costs its worker at most one tick.

@@ -47,7 +47,7 @@ pub const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
 /// Most streams held at once. Each keeps its upstream stream slot, its h2 stream state and a
 /// small task, but no response data: it goes as soon as the response headers come, and gRPC
 /// sends nothing before them. A flood of streams reset at once against a backend slowed by it
-/// (the rapid-reset test in `tests/hostile.rs`) kept more than 256 held; 4,096 held cost about
+/// (the rapid-reset test in `tests/it/hostile.rs`) kept more than 256 held; 4,096 held cost about
 /// 3 MiB there.
 pub const MAX_HELD: usize = 4096;
 

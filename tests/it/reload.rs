@@ -4,7 +4,7 @@
 //! listeners added and removed (in-flight calls on a removed one finish) — and a broken file
 //! changes nothing and says where it is broken. A reload loop under load fails no call.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

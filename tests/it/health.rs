@@ -4,7 +4,7 @@
 //! the field. Check timeouts are generous (200 ms): a healthy endpoint whose checks time out on
 //! a busy test machine would leave rotation.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 

@@ -2,7 +2,7 @@
 //! with DEADLINE_EXCEEDED, `request_timeout` bounding only the wait for response headers, and a
 //! client cancel reaching the upstream as a reset.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

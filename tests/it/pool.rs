@@ -2,7 +2,7 @@
 //! strict queueing versus loose overflow, idle and max-lifetime recycling, keepalive on quiet
 //! streams, and a connection per call with `reuse: false`.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! served. Also 10,000 idle streams held open at once (the memory per stream is printed;
 //! docs/RESILIENCE.md records it).
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::process::Child;

@@ -1,7 +1,7 @@
 //! Failures around the gateway: refused connections, an endpoint down at start that comes up,
 //! and an endpoint killed under load (only its in-flight calls fail; others are retried).
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

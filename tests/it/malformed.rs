@@ -5,7 +5,7 @@
 //! (`support::raw_h2`), since no HTTP/2 library sends such requests. An over-size header list
 //! gets a gRPC status (RESOURCE_EXHAUSTED naming the limit), not HTTP 431.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

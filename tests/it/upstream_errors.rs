@@ -2,7 +2,7 @@
 //! refused before it started is retried elsewhere, replaying its body; GOAWAY `too_many_pings`
 //! doubles the keepalive interval.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! trailers, statuses with messages and details, trailers-only answers, early trailers,
 //! compression and a 64 MiB message — real tonic clients and servers over 127.0.0.1.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The `synapsor` binary: `check` on every bundled config and on bad ones (file, line, field),
 //! `version`, and `run` draining gracefully on SIGTERM with a call in flight, exiting 0.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! through the gateway, to the tonic echo backend. grpcio comes from PyPI; when it is not
 //! importable, the test installs a pinned version into the target directory first.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,8 +12,14 @@ use synapsor_testkit::Backend;
 
 const GRPCIO: &str = "grpcio==1.85.3";
 
-/// A PYTHONPATH under which `import grpc` works.
+/// A PYTHONPATH under which `import grpc` works (installed once per run: the tests of this
+/// module run in parallel threads of one binary).
 fn python_path() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(install_grpcio).clone()
+}
+
+fn install_grpcio() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
     let importable = |path: &PathBuf| {
         Command::new("python3")

@@ -3,7 +3,7 @@
 //! end only their own call, with the configured outcome, within the timeout plus a margin,
 //! while other calls keep flowing; the gateway's memory returns to its baseline.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! broken file is refused), start-up errors naming the file, config errors naming the field,
 //! and a component built against a later 0.1.x of the contract.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

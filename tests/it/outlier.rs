@@ -3,7 +3,7 @@
 //! comes back (slow-starting) when the time is up, never more than `max_ejection_percent` of a
 //! group is out, and the state shows in `/upstreams` and `/metrics`.
 
-mod support;
+use crate::support;
 
 use support::{gateway, http_get, wait_until, TestGateway};
 use synapsor_testkit::{Backend, EchoRequest};

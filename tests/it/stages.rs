@@ -2,7 +2,7 @@
 //! YAML order; concurrency limits count open streams; rejected calls never reach the upstream;
 //! interceptor config errors name the listener, the stage and the field.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! `access` rules and plugins see, and clients without a certificate are refused; towards
 //! upstreams, a CA, a client certificate (mTLS) and an SNI override. Bad files name the file.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

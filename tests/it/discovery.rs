@@ -3,7 +3,7 @@
 //! file bound over `/etc/hosts`, so the test can change what the name resolves to. Backends
 //! listen on 127.0.0.1 and 127.0.0.2 with the same port, as pods behind a headless service do.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

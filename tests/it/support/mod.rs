@@ -1,8 +1,6 @@
 //! Shared test support: start the gateway in-process from YAML text on 127.0.0.1 ports, wait
 //! for conditions with generous bounds, and a few raw-protocol helpers.
 
-#![allow(dead_code)]
-
 pub mod raw_h2;
 
 use std::net::SocketAddr;

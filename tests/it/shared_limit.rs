@@ -3,7 +3,7 @@
 //! falls back as configured (`local`, `deny`, `allow`); with Redis back, shared limiting
 //! resumes. Redis latency and errors show in `/metrics`.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

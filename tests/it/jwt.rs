@@ -3,7 +3,7 @@
 //! badly signed and algorithm-confused tokens refused with UNAUTHENTICATED; claims forwarded as
 //! headers. Keys are test fixtures in tests/fixtures/jwt.
 
-mod support;
+use crate::support;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,7 +1,7 @@
 //! Balancers over real backends: weights honoured within statistical bounds, smooth round robin
 //! exact, and least_request steering away from an endpoint that holds long streams.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -5,7 +5,7 @@
 //! printed; docs/RESILIENCE.md records it). A backend killed under load is in failures.rs and
 //! reloads under load in reload.rs.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

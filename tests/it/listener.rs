@@ -2,7 +2,7 @@
 //! non-gRPC requests and garbage rejected while other streams carry on; client PINGs answered;
 //! graceful drain; the admin endpoints.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

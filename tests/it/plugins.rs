@@ -3,7 +3,7 @@
 //! overrides, the example plugins, isolation modes and metrics (loading and reload:
 //! `plugin_loading.rs`).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
