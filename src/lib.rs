@@ -48,7 +48,6 @@ pub mod error;
 pub mod gateway;
 pub mod grpc;
 pub mod health;
-pub mod interceptor;
 pub mod outlier;
 pub mod plugin;
 pub mod pool;
@@ -57,6 +56,7 @@ pub mod route;
 pub mod server;
 pub mod sockopt;
 pub mod stack;
+pub mod stage;
 pub mod tls;
 pub mod upstream;
 

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::interceptor::Registry;
+use crate::stage::Registry;
 use crate::upstream::UpstreamGroup;
 
 /// A request to reload the configuration; the answer is a summary of what changed, or the

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::endpoint::EndpointState;
-use crate::interceptor::metrics::escape;
+use crate::stage::metrics::escape;
 use crate::upstream::UpstreamGroup;
 
 /// One endpoint as reported: its group, its shared state, and its connections over all workers.

@@ -9,13 +9,13 @@ mod auth;
 mod duration;
 mod endpoint;
 mod health;
-mod interceptor;
 mod limit_backend;
 mod locate;
 mod model;
 mod outlier;
 mod plugin;
 mod seed;
+mod stage;
 mod tls;
 mod validate;
 
@@ -25,11 +25,6 @@ use std::path::{Path, PathBuf};
 pub use duration::{parse_duration, Dur};
 pub use endpoint::{EndpointSpec, MAX_WEIGHT};
 pub use health::{HealthCheckConfig, HealthCheckKind};
-pub use interceptor::{
-    check_method_pattern, AccessConfig, AccessDefault, AccessLogConfig, AccessRule, ApiKeyConfig,
-    ApiKeyEntry, Cidr, ConcurrencyLimitConfig, JwtConfig, KeySpec, LogFormat, MetricsConfig,
-    MissingKey, RateLimitConfig, StageConfig,
-};
 pub use limit_backend::{LimitBackend, OnBackendError};
 pub use model::{
     AdminConfig, Balance, Config, ListenerConfig, MetadataMatch, PoolConfig, PoolMode,
@@ -37,6 +32,11 @@ pub use model::{
 };
 pub use outlier::OutlierConfig;
 pub use plugin::{ByteSize, Isolation, OnError, WasmConfig, MAX_MEMORY_LIMIT, MAX_TOTAL_INSTANCES};
+pub use stage::{
+    check_method_pattern, AccessConfig, AccessDefault, AccessLogConfig, AccessRule, ApiKeyConfig,
+    ApiKeyEntry, Cidr, ConcurrencyLimitConfig, JwtConfig, KeySpec, LogFormat, MetricsConfig,
+    MissingKey, RateLimitConfig, StageConfig,
+};
 pub use tls::{ListenerTlsConfig, UpstreamTlsConfig};
 pub use validate::validate_keys;
 

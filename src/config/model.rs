@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::Dur;
 use super::endpoint::EndpointSpec;
-use super::interceptor::StageConfig;
+use super::stage::StageConfig;
 
 /// The whole gateway configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]

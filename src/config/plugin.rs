@@ -16,7 +16,7 @@ pub const MAX_MEMORY_LIMIT: u64 = 256 << 20;
 /// reload can build the new version while the old one finishes its calls).
 pub const MAX_TOTAL_INSTANCES: u32 = 480;
 
-/// `wasm`: one interceptor plugin, a component of the `synapsor:plugin/interceptor` world.
+/// `wasm`: one plugin stage, a component of the `synapsor:plugin/interceptor` world.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WasmConfig {

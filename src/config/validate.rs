@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use super::interceptor::{check_method_pattern, StageConfig};
 use super::model::{Config, PoolMode, STOCK_MIN_PING_INTERVAL};
+use super::stage::{check_method_pattern, StageConfig};
 
 /// Settings that are valid but likely to hurt, as (field path, message): a pool keepalive
 /// shorter than stock gRPC servers accept.

@@ -8,11 +8,11 @@ use tokio::sync::watch;
 
 use crate::config::{ListenerConfig, UpstreamConfig};
 use crate::discovery;
-use crate::interceptor::{Registry, Stages};
-use crate::proxy::Forward;
+use crate::proxy::{Forward, Stack, Upstreamed};
 use crate::route::Router;
 use crate::server::worker::Worker;
 use crate::server::{ListenerSettings, Serving};
+use crate::stage::{Registry, Stages};
 use crate::tls::{ClientTls, ServerTls};
 use crate::upstream::UpstreamGroup;
 
@@ -95,9 +95,26 @@ pub fn listener_serving(
                 groups[name].instances()[w].clone()
             });
             Serving {
-                stack: stages.around(Forward::new(router, &route_stages)),
+                stack: compose(&stages, &route_stages, router),
                 settings: settings.clone(),
             }
         })
         .collect())
+}
+
+/// The one place stages are wrapped around the forwarder (as linkerd2-proxy composes its stacks
+/// in one place): each route's own stages around its group, then the listener's stages (first =
+/// outermost) around the forwarder; no stages at all leaves the forwarder unboxed.
+fn compose(stages: &Stages, route_stages: &[Stages], router: Router) -> Stack {
+    let routed = (0..router.len())
+        .map(|i| {
+            let own = route_stages.get(i).filter(|s| !s.is_empty())?;
+            Some(own.wrap(Upstreamed(router.upstream(i).clone())))
+        })
+        .collect();
+    let forward = Forward::new(router, routed);
+    if stages.is_empty() {
+        return Stack::Plain(forward);
+    }
+    Stack::Layered(stages.wrap(forward))
 }

@@ -18,8 +18,8 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, AdminView};
 use crate::config::{Config, ListenerConfig};
-use crate::interceptor::Registry;
 use crate::server::{self, worker};
+use crate::stage::Registry;
 use crate::upstream::Upstream;
 
 use build::Groups;

@@ -27,8 +27,8 @@ use super::{lock, Live};
 use crate::admin::{AdminState, AdminView, ReloadRequest};
 use crate::config::{Config, ListenerConfig, UpstreamConfig};
 use crate::discovery::{self, Resolved};
-use crate::interceptor::Registry;
 use crate::server::{self, Serving};
+use crate::stage::Registry;
 use crate::tls::ClientTls;
 use crate::upstream::UpstreamGroup;
 

@@ -9,8 +9,8 @@ use percent_encoding::percent_decode_str;
 
 use super::bindings::{Header, HeaderOp, Reject, ResponseInfo};
 use crate::grpc::{self, Code};
-use crate::interceptor::{PeerAddr, Principal, Rejected};
 use crate::stack::Request;
+use crate::stack::{PeerAddr, Principal, Rejected};
 
 /// Most header operations (or reject trailers) one answer may carry.
 pub const MAX_OPS: usize = 64;

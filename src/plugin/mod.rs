@@ -1,5 +1,5 @@
 //! The WebAssembly plugin host: components of the `synapsor:plugin/interceptor` world (`wit/`)
-//! run as one more interceptor stage, [`WasmLayer`].
+//! run as one more stage, [`WasmLayer`].
 //!
 //! - [`engine`]: one wasmtime `Engine` (pooling allocator, epoch interruption, one ticker
 //!   thread), the linkers, compilation with a cache by content hash.

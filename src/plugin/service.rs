@@ -21,8 +21,9 @@ use super::instance::Version;
 use super::{Failure, Plugin};
 use crate::config::{OnError, WasmConfig};
 use crate::grpc::{self, Code};
-use crate::interceptor::{Registry, Rejected};
+use crate::stack::Rejected;
 use crate::stack::{status_of, Body, BoxError, Request, Response};
+use crate::stage::Registry;
 
 /// The layer of one `wasm` stage.
 #[derive(Clone)]

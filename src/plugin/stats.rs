@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::interceptor::metrics::{escape, write_histogram};
+use crate::stage::metrics::{escape, write_histogram};
 use std::time::Duration;
 
 /// Latency bucket bounds, in seconds.

@@ -313,11 +313,9 @@ impl Call {
         };
         let mut resp = Response::from_parts(head, body);
         resp.extensions_mut()
-            .insert(crate::interceptor::UpstreamEndpoint(ep_address));
+            .insert(crate::stack::UpstreamEndpoint(ep_address));
         resp.extensions_mut()
-            .insert(crate::interceptor::UpstreamGroup(
-                self.upstream.name.clone(),
-            ));
+            .insert(crate::stack::UpstreamGroup(self.upstream.name.clone()));
         Attempt::Answered(resp)
     }
 

@@ -4,104 +4,30 @@
 //! to the client, turning any error into a gRPC status in the one place that does it.
 
 mod call;
+mod forward;
 mod head;
 mod hold;
 mod pump;
 
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::future::poll_fn;
+use std::task::Poll;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{Method, StatusCode};
 use http_body::Body as _;
-use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::error::ProxyError;
 use crate::grpc;
-use crate::interceptor::Stages;
-use crate::route::Router;
 use crate::stack::{status_of, Body, BoxError, Request, Response};
-use crate::upstream::Upstream;
 
 pub use call::ForwardBody;
+pub use forward::{Forward, Stack, Upstreamed};
 pub use head::upstream_request;
 pub use hold::held;
 pub use pump::{Dir, DirError};
-
-/// The innermost service: routes a call to its upstream group and forwards it. Cloning is
-/// cheap (one `Arc`).
-#[derive(Clone)]
-pub struct Forward {
-    router: Arc<Router>,
-    /// Per configured route: its own stages around the call, when it has any.
-    routed: Arc<Vec<Option<BoxCloneSyncService<Request, Response, BoxError>>>>,
-}
-
-impl Forward {
-    /// A forwarder over a listener's routing table; `route_stages` holds each configured
-    /// route's stages, in route order.
-    pub fn new(router: Router, route_stages: &[Stages]) -> Forward {
-        let routed = (0..router.len())
-            .map(|i| {
-                let stages = route_stages.get(i).filter(|s| !s.is_empty())?;
-                Some(stages.wrap(Upstreamed(router.upstream(i).clone())))
-            })
-            .collect();
-        Forward {
-            router: Arc::new(router),
-            routed: Arc::new(routed),
-        }
-    }
-}
-
-/// The call to one fixed upstream group: what a route's own stages wrap.
-#[derive(Clone)]
-pub struct Upstreamed(Arc<Upstream>);
-
-impl Service<Request> for Upstreamed {
-    type Response = Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
-        grpc::strip_hop_by_hop(&mut parts.headers);
-        let call = call::Call::new(self.0.clone(), parts);
-        Box::pin(async move { call.run(body).await.map_err(Into::into) })
-    }
-}
-
-impl Service<Request> for Forward {
-    type Response = Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let (parts, body) = req.into_parts();
-        let Some(index) = self.router.route_index(&parts) else {
-            let err = ProxyError::NoRoute(parts.uri.path().to_string());
-            return Box::pin(std::future::ready(Err(err.into())));
-        };
-        let req = Request::from_parts(parts, body);
-        match self.routed.get(index) {
-            Some(Some(stack)) => stack.clone().call(req),
-            _ => Upstreamed(self.router.upstream(index).clone()).call(req),
-        }
-    }
-}
 
 /// How a stream ended, for the debug log line.
 enum Outcome {
@@ -128,7 +54,7 @@ pub struct Client {
     /// The client's address.
     pub peer: std::net::SocketAddr,
     /// Its TLS client certificate's identity, if any.
-    pub identity: Option<crate::interceptor::Principal>,
+    pub identity: Option<crate::stack::Principal>,
     /// Its calls that ended before the upstream answered, per second.
     pub early: crate::stack::ClientEarlyResets,
 }
@@ -158,7 +84,7 @@ where
         .then(|| (req.uri().path().to_owned(), std::time::Instant::now()));
     let mut req = req.map(Body::h2);
     req.extensions_mut()
-        .insert(crate::interceptor::PeerAddr(client.peer));
+        .insert(crate::stack::PeerAddr(client.peer));
     req.extensions_mut().insert(client.early);
     if let Some(id) = client.identity {
         // The client certificate's identity, until an auth stage says otherwise.

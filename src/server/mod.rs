@@ -13,10 +13,10 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::batch_io::Batched;
 use crate::config::ListenerConfig;
-use crate::interceptor::Principal;
-use crate::interceptor::Stack;
 use crate::pool::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::proxy;
+use crate::proxy::Stack;
+use crate::stack::Principal;
 use crate::tls::{Io, ServerTls};
 
 pub mod worker;

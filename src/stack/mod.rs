@@ -2,28 +2,29 @@
 //! ([`Body`]) and one error type ([`BoxError`]) for every stage, so stages are tower layers over
 //! the same service; and [`status_of`], the one place an error becomes a gRPC status.
 //!
-//! The innermost service is [`crate::proxy::Forward`] (route → balance → pool → pump). The
+//! The innermost service is the proxy's forwarder (route → balance → pool → pump). The
 //! server calls the stack once per stream, sends the response head it returns, and pumps its
 //! body to the client.
 
 mod body;
+mod context;
 
 pub use body::{Body, Seen, Watch};
+pub use context::{
+    ClientEarlyResets, PeerAddr, Principal, PrincipalSlot, Rejected, UpstreamEndpoint,
+    UpstreamGroup,
+};
 
 use http::HeaderMap;
 
 use crate::error::ProxyError;
 use crate::grpc::{self, Code};
-use crate::interceptor::Rejected;
-
-/// In a request's extensions: the client connection's calls that ended before the upstream
-/// answered them, per second — how the request path tells one client's reset flood from
-/// ordinary cancels.
-#[derive(Clone, Debug, Default)]
-pub struct ClientEarlyResets(pub std::sync::Arc<crate::clock::PerSecond>);
 
 /// Errors cross service boundaries boxed, as in tower and linkerd.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A service of the request path, boxed: what stages wrapped around an inner service become.
+pub type BoxService = tower::util::BoxCloneSyncService<Request, Response, BoxError>;
 
 /// A request as every stage sees it.
 pub type Request = http::Request<Body>;

@@ -12,7 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::runtime::Handle;
 
 use crate::clock;
-use crate::interceptor::metrics::{escape, write_histogram};
+use crate::stage::metrics::{escape, write_histogram};
 
 /// After a failure, Redis is not asked again for this long (calls get the fallback at once).
 const RETRY_AFTER_MS: u64 = 500;

@@ -3,8 +3,8 @@
 
 use http::HeaderName;
 
-use super::PeerAddr;
 use crate::config::{KeySpec, MissingKey};
+use crate::stack::PeerAddr;
 use crate::stack::Request;
 
 /// Extracts a stage's key from a request and decides whether the stage applies to it.

@@ -19,11 +19,12 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::{Check, Principal, PrincipalSlot, Rejected};
+use super::Check;
 use crate::clock;
 use crate::config::JwtConfig;
 use crate::grpc::Code;
 use crate::stack::Request;
+use crate::stack::{Principal, PrincipalSlot, Rejected};
 
 enum Keys {
     One(DecodingKey),

@@ -11,10 +11,11 @@ use std::task::{Context, Poll};
 use dashmap::DashMap;
 use tower::{Layer, Service};
 
-use super::{KeyError, Keyer, Rejected};
+use super::{KeyError, Keyer};
 use crate::clock;
 use crate::config::ConcurrencyLimitConfig;
 use crate::grpc::Code;
+use crate::stack::Rejected;
 use crate::stack::{BoxError, Request, Response, Seen, Watch};
 
 struct Shared {

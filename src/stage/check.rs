@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use futures_util::future::{self, Either, Ready};
 use tower::{Layer, Service};
 
-use super::Rejected;
+use crate::stack::Rejected;
 use crate::stack::{BoxError, Request, Response};
 
 /// A stage that admits, rewrites or refuses a call from its head.

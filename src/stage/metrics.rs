@@ -17,10 +17,10 @@ use std::time::Instant;
 use dashmap::DashMap;
 use tower::{Layer, Service};
 
-use super::{Rejected, UpstreamGroup};
 use crate::config::MetricsConfig;
 use crate::grpc::{status_code, Code, Framing};
 use crate::stack::{status_of, BoxError, Request, Response, Seen, Watch};
+use crate::stack::{Rejected, UpstreamGroup};
 
 /// Upper bounds of the handling-time histogram, in seconds (Prometheus' defaults).
 const BUCKETS: [f64; 11] = [

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use super::{Check, Keyer, PeerAddr, Principal, Rejected};
+use super::{Check, Keyer};
 use crate::config::{AccessConfig, AccessDefault, AccessRule, Cidr, KeySpec, MissingKey};
 use crate::grpc::Code;
 use crate::stack::Request;
+use crate::stack::{PeerAddr, Principal, Rejected};
 
 struct Rule {
     methods: Option<Keyer>,

@@ -13,11 +13,12 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 
-use super::{Check, Keyer, Principal, PrincipalSlot, Rejected};
+use super::{Check, Keyer};
 use crate::clock;
 use crate::config::{validate_keys, ApiKeyConfig, ApiKeyEntry, KeySpec, MissingKey};
 use crate::grpc::Code;
 use crate::stack::Request;
+use crate::stack::{Principal, PrincipalSlot, Rejected};
 
 struct Key {
     secret: Vec<u8>,

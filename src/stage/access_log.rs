@@ -15,21 +15,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tower::{Layer, Service};
 
-use super::{PeerAddr, Principal, PrincipalSlot};
 use crate::config::{AccessLogConfig, LogFormat};
 use crate::grpc::{status_code, Code};
 use crate::stack::{status_of, BoxError, Request, Response, Seen, Watch};
+use crate::stack::{PeerAddr, Principal, PrincipalSlot, UpstreamEndpoint};
 
 /// Lines queued for the writer at most.
 const QUEUE: usize = 8192;
-
-/// The upstream endpoint that served a call, put in the response's extensions by the forwarder.
-#[derive(Clone, Debug)]
-pub struct UpstreamEndpoint(pub Arc<str>);
-
-/// The upstream group that served a call, put in the response's extensions by the forwarder.
-#[derive(Clone, Debug)]
-pub struct UpstreamGroup(pub Arc<str>);
 
 struct Shared {
     format: LogFormat,

@@ -11,10 +11,11 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::Quota;
 
-use super::{Check, KeyError, Keyer, Rejected};
+use super::{Check, KeyError, Keyer};
 use crate::clock;
 use crate::config::RateLimitConfig;
 use crate::grpc::Code;
+use crate::stack::Rejected;
 use crate::stack::Request;
 
 /// The key all calls share once `max_keys` keys are tracked.
@@ -145,8 +146,8 @@ mod tests {
 
     use super::*;
     use crate::config::{Dur, KeySpec, MissingKey};
-    use crate::interceptor::PeerAddr;
     use crate::stack::Body;
+    use crate::stack::PeerAddr;
 
     fn cfg(rate: u32, burst: Option<u32>, key: KeySpec) -> RateLimitConfig {
         RateLimitConfig {

@@ -17,10 +17,11 @@ use tower::{Layer, Service};
 
 use self::redis::Verdict;
 pub use self::redis::{render, RedisStore};
-use super::{KeyError, Keyer, RateLimitLayer, Rejected};
+use super::{KeyError, Keyer, RateLimitLayer};
 use crate::clock;
 use crate::config::{LimitBackend, OnBackendError, RateLimitConfig};
 use crate::grpc::Code;
+use crate::stack::Rejected;
 use crate::stack::{BoxError, Request, Response};
 
 struct Inner {
