@@ -17,7 +17,7 @@ use synapsor::config;
 use synapsor::grpc;
 use synapsor::proxy::upstream_request;
 use synapsor::route::Router;
-use synapsor::upstream::Upstream;
+use synapsor::upstream::UpstreamGroup;
 
 fn head() -> http::request::Parts {
     let (parts, ()) = Request::post("http://gw.local/billing.v1.Invoices/Get")
@@ -57,7 +57,7 @@ fn per_call(c: &mut Criterion) {
     )
     .unwrap()
     .config;
-    let up = Upstream::new(&cfg.upstreams[0]);
+    let up = UpstreamGroup::new(&cfg.upstreams[0], Default::default(), None).instantiate();
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     rt.block_on(async {
         up.start(&tokio::runtime::Handle::current(), &stop);
@@ -75,7 +75,7 @@ fn per_call(c: &mut Criterion) {
         })
     });
     c.bench_function("route (path prefix miss, metadata hit)", |b| {
-        b.iter(|| router.route(black_box(&parts)).is_some())
+        b.iter(|| router.route_index(black_box(&parts)).is_some())
     });
     for policy in ["random_weight", "least_request", "round_robin", "p2c_ewma"] {
         let eps: Vec<String> = (0..4)
@@ -84,7 +84,9 @@ fn per_call(c: &mut Criterion) {
         let cfg = config::parse(&upstream_yaml(policy, &eps), Path::new("b.yaml"))
             .unwrap()
             .config;
-        let group = Upstream::new(&cfg.upstreams[0]).members();
+        let group = UpstreamGroup::new(&cfg.upstreams[0], Default::default(), None)
+            .instantiate()
+            .members();
         c.bench_function(&format!("pick {policy} (4 endpoints)"), |b| {
             b.iter(|| {
                 group
@@ -115,7 +117,9 @@ fn per_call(c: &mut Criterion) {
                 .headers
                 .get(grpc::GRPC_TIMEOUT)
                 .and_then(|v| grpc::parse_timeout(v.as_bytes()));
-            let m = router.route(black_box(&parts)).unwrap().members();
+            let m = router
+                .upstream(router.route_index(black_box(&parts)).unwrap())
+                .members();
             let i = m
                 .balancer
                 .pick(&m.endpoints, None, &mut rand::rng())

@@ -38,19 +38,13 @@
 //! - [`gateway`]: assembles and runs all of the above from a config.
 
 pub mod admin;
-pub mod balance;
 pub mod batch_io;
 pub mod clock;
 pub mod config;
-pub mod discovery;
-pub mod endpoint;
 pub mod error;
 pub mod gateway;
 pub mod grpc;
-pub mod health;
-pub mod outlier;
 pub mod plugin;
-pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod server;

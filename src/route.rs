@@ -46,11 +46,6 @@ impl Router {
         }
     }
 
-    /// The upstream for a call, or `None` when nothing matches.
-    pub fn route(&self, req: &http::request::Parts) -> Option<&Arc<Upstream>> {
-        self.route_index(req).map(|i| self.upstream(i))
-    }
-
     /// Which route matches: its index in the config, or the number of routes for the default
     /// upstream; `None` when nothing matches.
     pub fn route_index(&self, req: &http::request::Parts) -> Option<usize> {
@@ -77,12 +72,7 @@ impl Router {
     }
 
     /// How many routes there are (without the default).
-    pub fn len(&self) -> usize {
+    pub fn routes(&self) -> usize {
         self.routes.len()
-    }
-
-    /// True when only the default upstream routes.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
     }
 }

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::endpoint::EndpointState;
 use crate::stage::metrics::escape;
+use crate::upstream::endpoint::EndpointState;
 use crate::upstream::UpstreamGroup;
 
 /// One endpoint as reported: its group, its shared state, and its connections over all workers.
@@ -56,14 +56,14 @@ pub fn json(groups: &[Arc<UpstreamGroup>]) -> String {
                     let ep = &r.state;
                     serde_json::json!({
                         "address": &*ep.address,
-                        "weight": ep.weight(),
+                        "weight": ep.weight.get(),
                         "in_rotation": ep.available(),
-                        "healthy": ep.healthy(),
-                        "ejected": ep.ejected(),
-                        "ejected_for_ms": ep.ejected_for().as_millis() as u64,
-                        "ejections": ep.ejections_total(),
-                        "slow_start_percent": ep.ramp_share().unwrap_or(100),
-                        "connect_failures": ep.failures(),
+                        "healthy": ep.health.healthy(),
+                        "ejected": ep.ejection.ejected(),
+                        "ejected_for_ms": ep.ejection.ejected_for().as_millis() as u64,
+                        "ejections": ep.ejection.total(),
+                        "slow_start_percent": ep.weight.ramp_share().unwrap_or(100),
+                        "connect_failures": ep.reach.failures(),
                         "in_flight": ep.in_flight.load(Ordering::Relaxed),
                         "connections": r.connections,
                     })
@@ -104,19 +104,19 @@ pub fn render(groups: &[Arc<UpstreamGroup>], out: &mut String) {
             "synapsor_endpoint_healthy",
             "gauge",
             "0 while active health checks keep the endpoint out.",
-            |r| u64::from(r.state.healthy()),
+            |r| u64::from(r.state.health.healthy()),
         ),
         (
             "synapsor_endpoint_ejected",
             "gauge",
             "1 while outlier detection keeps the endpoint out.",
-            |r| u64::from(r.state.ejected()),
+            |r| u64::from(r.state.ejection.ejected()),
         ),
         (
             "synapsor_endpoint_ejections_total",
             "counter",
             "Outlier ejections of the endpoint.",
-            |r| r.state.ejections_total(),
+            |r| r.state.ejection.total(),
         ),
     ];
     for (name, kind, help, get) in families {

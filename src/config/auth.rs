@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::duration::Dur;
 
 /// `api_key`: the call must carry a known key in `header`; the key's principal is forwarded.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// The metadata entry holding the key (default `x-api-key`).
@@ -43,7 +43,7 @@ pub struct ApiKeyEntry {
 }
 
 /// `jwt`: a signed bearer token in `header`, checked against one key source and one algorithm.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// The metadata entry carrying the token (`Bearer <token>` or the bare token).
@@ -104,7 +104,7 @@ fn default_principal_claim() -> String {
 }
 
 /// `access`: deny rules, then allow rules, then the default.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessConfig {
     /// Calls matching any of these are allowed (unless a deny rule matched).
@@ -119,7 +119,7 @@ pub struct AccessConfig {
 }
 
 /// One rule: it matches when every list it has matches (an absent list matches everything).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessRule {
     /// Method patterns.

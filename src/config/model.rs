@@ -9,7 +9,7 @@ use super::endpoint::EndpointSpec;
 use super::stage::StageConfig;
 
 /// The whole gateway configuration.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Threads and runtimes.
@@ -55,7 +55,7 @@ fn default_poll() -> Dur {
 }
 
 /// How the gateway uses the machine's cores.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Worker threads, each with its own runtime and upstream connections; `0` (the default)
@@ -76,7 +76,7 @@ impl RuntimeConfig {
 }
 
 /// The admin listener: `/healthz`, `/readyz`, `/config`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address to serve on (default `127.0.0.1:9901`).
@@ -105,7 +105,7 @@ fn yes() -> bool {
 }
 
 /// One gRPC listener (an address:port) and where its calls go.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Unique name, used in logs.
@@ -183,7 +183,7 @@ fn default_handshake_timeout() -> Dur {
 }
 
 /// A route: calls matching it go to `upstream`. Exactly one matcher is set.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Matches when the `:path` starts with this (for example `/billing.v1.` or `/pkg.Svc/`).
@@ -200,7 +200,7 @@ pub struct RouteConfig {
 }
 
 /// A metadata name and the value it must have.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataMatch {
     /// Metadata (header) name, lower case.
@@ -210,7 +210,7 @@ pub struct MetadataMatch {
 }
 
 /// A named group of endpoints with its balancer and pool settings.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Unique name, used by listeners, routes, logs and error messages.

@@ -17,7 +17,7 @@ pub const MAX_MEMORY_LIMIT: u64 = 256 << 20;
 pub const MAX_TOTAL_INSTANCES: u32 = 480;
 
 /// `wasm`: one plugin stage, a component of the `synapsor:plugin/interceptor` world.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WasmConfig {
     /// The plugin's name, in logs, metrics and the UNAVAILABLE message of `on_error: deny`.

@@ -13,7 +13,7 @@ use super::plugin::WasmConfig;
 
 /// One stage of a listener's pipeline. YAML: `- rate_limit: { … }`, `- concurrency_limit: { … }`
 /// (a map with exactly one key, the stage's kind).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum StageConfig {
     /// Token-bucket rate limiting (governor's GCRA).
     RateLimit(RateLimitConfig),
@@ -115,7 +115,7 @@ impl<'de> Deserialize<'de> for StageConfig {
 }
 
 /// `rate_limit`: at most `rate` calls per `per`, with bursts of up to `burst`, per key.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Calls allowed per `per` (at least 1).
@@ -149,7 +149,7 @@ pub struct RateLimitConfig {
 
 /// `concurrency_limit`: at most `max` calls in flight per key; a stream holds its slot until it
 /// ends.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConcurrencyLimitConfig {
     /// Calls in flight allowed per key (at least 1).
@@ -169,7 +169,7 @@ pub struct ConcurrencyLimitConfig {
 }
 
 /// `metrics`: Prometheus counters and a histogram per method, served on the admin `/metrics`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Most distinct methods labelled (over all listeners); further ones count as `other`.
@@ -182,7 +182,7 @@ fn default_max_methods() -> usize {
 }
 
 /// `access_log`: one line per finished call.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogConfig {
     /// `text` (key=value) or `json`.

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::{ListenerConfig, UpstreamConfig};
-use crate::discovery;
 use crate::proxy::{Forward, Stack, Upstreamed};
 use crate::route::Router;
 use crate::server::worker::Worker;
 use crate::server::{ListenerSettings, Serving};
 use crate::stage::{Registry, Stages};
 use crate::tls::{ClientTls, ServerTls};
+use crate::upstream::discovery;
 use crate::upstream::UpstreamGroup;
 
 /// Upstream groups by name.
@@ -65,7 +65,7 @@ pub fn start_group(
         up.start(&w.runtime, exit);
     }
     group.start_health(stop);
-    discovery::spawn(group.clone(), stop.clone());
+    group.watch_dns(stop.clone());
 }
 
 /// What each worker serves listener `cfg` with (stages are built once and shared by the
@@ -106,7 +106,7 @@ pub fn listener_serving(
 /// in one place): each route's own stages around its group, then the listener's stages (first =
 /// outermost) around the forwarder; no stages at all leaves the forwarder unboxed.
 fn compose(stages: &Stages, route_stages: &[Stages], router: Router) -> Stack {
-    let routed = (0..router.len())
+    let routed = (0..router.routes())
         .map(|i| {
             let own = route_stages.get(i).filter(|s| !s.is_empty())?;
             Some(own.wrap(Upstreamed(router.upstream(i).clone())))

@@ -26,10 +26,10 @@ use super::listener::LiveListener;
 use super::{lock, Live};
 use crate::admin::{AdminState, AdminView, ReloadRequest};
 use crate::config::{Config, ListenerConfig, UpstreamConfig};
-use crate::discovery::{self, Resolved};
 use crate::server::{self, Serving};
 use crate::stage::Registry;
 use crate::tls::ClientTls;
+use crate::upstream::discovery::{self, Resolved};
 use crate::upstream::UpstreamGroup;
 
 /// Asks the gateway's reload task to reload its config file. Cloning is cheap.

@@ -11,21 +11,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
 use http::request::Parts;
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
 use super::head::upstream_request;
-use super::hold::Unanswered;
+use super::hold::{Opened, Unanswered};
 use super::pump::{Dir, DirError};
-use crate::endpoint::{Endpoint, EndpointState};
 use crate::error::ProxyError;
 use crate::grpc;
-use crate::outlier::Outlier;
-use crate::pool::{AcquireError, Lease};
 use crate::stack::{Body, BoxError, Response};
+use crate::upstream::endpoint::{Endpoint, EndpointState};
+use crate::upstream::outlier::Outlier;
+use crate::upstream::pool::{AcquireError, Lease};
 use crate::upstream::{Members, Upstream};
 
 /// Counts a stream against its endpoint for as long as it is open.
@@ -42,14 +41,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// A stream opened on an endpoint.
-pub(super) struct Opened {
-    index: usize,
-    pub(super) lease: Lease,
-    pub(super) response: ResponseFuture,
-    send: SendStream<Bytes>,
 }
 
 /// A call being proxied.
@@ -356,8 +347,8 @@ impl Call {
         }
         let lease = ep.pool.acquire().await.map_err(|e| match e {
             AcquireError::Connect(reason) => {
-                let (n, wait) = ep.connect_failed(up.backoff_max, &reason);
-                crate::pool::log_failure(name, &ep.address, n, wait, &reason);
+                let (n, wait) = ep.reach.failed(up.backoff_max, &reason);
+                crate::upstream::pool::log_failure(name, &ep.address, n, wait, &reason);
                 self.failed(ep);
                 fail(ProxyError::Connect {
                     upstream: name.to_string(),
@@ -442,7 +433,7 @@ impl Call {
     }
 
     /// Counts a failed call against `ep` for outlier detection.
-    fn failed(&self, ep: &EndpointState) {
+    fn failed(&self, ep: &Arc<Endpoint>) {
         if let Some(o) = &self.members.outlier {
             o.failure(ep, &self.members.endpoints, usize::MAX);
         }

@@ -20,10 +20,20 @@
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use futures_util::FutureExt;
+use h2::client::ResponseFuture;
+use h2::SendStream;
 use tokio::time::Instant;
 
-use super::call::Opened;
+use crate::upstream::pool::Lease;
+/// A stream opened on an endpoint, not yet answered.
+pub(super) struct Opened {
+    pub(super) index: usize,
+    pub(super) lease: Lease,
+    pub(super) response: ResponseFuture,
+    pub(super) send: SendStream<Bytes>,
+}
 
 /// Young early resets a second that go out at once per upstream connection, from all its
 /// clients together: a quarter of h2's and hyper's limit of 20 streams reset before the server

@@ -13,11 +13,11 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::batch_io::Batched;
 use crate::config::ListenerConfig;
-use crate::pool::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::proxy;
 use crate::proxy::Stack;
 use crate::stack::Principal;
 use crate::tls::{Io, ServerTls};
+use crate::upstream::pool::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
 pub mod worker;
 

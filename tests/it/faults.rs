@@ -99,7 +99,11 @@ async fn black_hole_backend_is_cut_by_request_timeout_and_taken_out_by_health_ch
         }
         assert!(started.elapsed() < Duration::from_secs(5), "a call hung");
     }
-    let hole_state = || gw.running.upstream("u").unwrap().members().endpoints[0].healthy();
+    let hole_state = || {
+        gw.running.upstream("u").unwrap().members().endpoints[0]
+            .health
+            .healthy()
+    };
     wait_until(10, "the black hole fails its health checks", || {
         !hole_state()
     })

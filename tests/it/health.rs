@@ -34,7 +34,9 @@ async fn answering(gw: &support::TestGateway) -> HashSet<String> {
 }
 
 fn healthy(gw: &support::TestGateway, i: usize) -> bool {
-    gw.running.upstream("u").unwrap().members().endpoints[i].healthy()
+    gw.running.upstream("u").unwrap().members().endpoints[i]
+        .health
+        .healthy()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

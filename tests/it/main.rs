@@ -19,6 +19,7 @@ mod health;
 mod hostile;
 mod interop_grpcio;
 mod jwt;
+mod layering;
 mod listener;
 mod malformed;
 mod outlier;

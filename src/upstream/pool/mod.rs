@@ -9,6 +9,7 @@
 
 mod conn;
 mod maintain;
+mod reach;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,8 +20,9 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use tokio::sync::Notify;
 
-pub use conn::{backoff, Conn};
-pub use maintain::{log_failure, maintain};
+pub use conn::Conn;
+pub use maintain::{maintain, Maintained};
+pub use reach::{backoff, log_failure, Reach};
 
 use crate::clock;
 use crate::config::{PoolConfig, PoolMode};

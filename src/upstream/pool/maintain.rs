@@ -6,12 +6,23 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::{log_failure, Pool, Reach};
 use crate::clock;
-use crate::endpoint::Endpoint;
+
+/// What pool maintenance needs of the endpoint it keeps connections to (implemented by the
+/// upstream endpoint, so the pool does not depend on it).
+pub trait Maintained: Send + Sync + 'static {
+    /// This worker's pool for the endpoint.
+    fn pool(&self) -> &Pool;
+    /// The endpoint's connect state, shared by every worker.
+    fn reach(&self) -> &Reach;
+    /// True when the endpoint is in rotation (not backing off, ejected or unhealthy).
+    fn available(&self) -> bool;
+}
 
 /// Runs until `stop` changes or the pool is retired.
-pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
-    let p = ep.pool.inner().clone();
+pub async fn maintain<E: Maintained>(ep: Arc<E>, mut stop: watch::Receiver<bool>) {
+    let p = ep.pool().inner().clone();
     let s = &p.settings;
     let mut tick = Duration::from_secs(1).min(s.idle_timeout / 2);
     if let Some(life) = s.max_lifetime {
@@ -19,7 +30,7 @@ pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
     }
     let tick = tick.max(Duration::from_millis(20));
     loop {
-        if ep.pool.retired() {
+        if ep.pool().retired() {
             return;
         }
         let now = clock::now_ms();
@@ -61,22 +72,22 @@ pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
                 {
                     match p.dial_and_add(false).await {
                         Ok(_) => {
-                            if ep.failures() > 0 {
+                            if ep.reach().failures() > 0 {
                                 tracing::info!(upstream = %p.upstream, endpoint = %p.address,
                                     "endpoint reachable again");
                             }
-                            ep.connect_succeeded();
+                            ep.reach().succeeded();
                             continue;
                         }
                         Err(e) => {
-                            let (n, wait) = ep.connect_failed(s.backoff_max, &e);
+                            let (n, wait) = ep.reach().failed(s.backoff_max, &e);
                             log_failure(&p.upstream, &p.address, n, wait, &e);
                             sleep_for = wait.min(tick);
                         }
                     }
                 }
             } else {
-                sleep_for = ep.retry_in().min(tick);
+                sleep_for = ep.reach().retry_in().min(tick);
             }
         }
         tokio::select! {
@@ -84,17 +95,5 @@ pub async fn maintain(ep: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
             _ = p.maint.notified() => {}
             _ = stop.changed() => return,
         }
-    }
-}
-
-/// The first failure of a run is a warning; repeats are debug lines, so a down endpoint does
-/// not flood the log.
-pub fn log_failure(upstream: &str, address: &str, n: u32, wait: Duration, error: &str) {
-    if n == 1 {
-        tracing::warn!(upstream, endpoint = address, error, retry_in = ?wait,
-            "cannot connect to endpoint; it leaves rotation until it answers");
-    } else {
-        tracing::debug!(upstream, endpoint = address, error, failures = n, retry_in = ?wait,
-            "cannot connect to endpoint");
     }
 }

@@ -17,17 +17,12 @@
 //!
 //! The random source is a parameter so tests can seed it.
 
-mod ewma;
-
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use rand::Rng;
 
-pub use ewma::PeakEwma;
-
 use crate::config::Balance;
-use crate::endpoint::Endpoint;
+use crate::upstream::load::Load;
 
 /// Longest smooth round-robin schedule; larger weight sums are scaled down to fit.
 const MAX_SCHEDULE: u64 = 4096;
@@ -70,9 +65,9 @@ impl Balancer {
 
     /// Picks an endpoint in rotation, never `avoid` unless it is the only one; `None` when no
     /// endpoint is in rotation.
-    pub fn pick<R: Rng + ?Sized>(
+    pub fn pick<L: Load, R: Rng + ?Sized>(
         &self,
-        eps: &[Arc<Endpoint>],
+        eps: &[L],
         avoid: Option<usize>,
         rng: &mut R,
     ) -> Option<usize> {
@@ -102,8 +97,8 @@ impl Balancer {
     }
 }
 
-fn random_weight<R: Rng + ?Sized>(
-    eps: &[Arc<Endpoint>],
+fn random_weight<L: Load, R: Rng + ?Sized>(
+    eps: &[L],
     ok: &dyn Fn(usize) -> bool,
     rng: &mut R,
 ) -> Option<usize> {
@@ -131,9 +126,9 @@ impl Balancer {
     /// at random. With unequal weights: see [`Balancer::weighted_least`] — the weights' exact
     /// shares while idle (the original synapsor's `minConn` and Envoy's `least_request` keep
     /// weights when endpoints are idle), fewest in flight per weight under load.
-    fn least_request<R: Rng + ?Sized>(
+    fn least_request<L: Load, R: Rng + ?Sized>(
         &self,
-        eps: &[Arc<Endpoint>],
+        eps: &[L],
         ok: &dyn Fn(usize) -> bool,
         rng: &mut R,
     ) -> Option<usize> {
@@ -149,13 +144,13 @@ impl Balancer {
     }
 
     /// The endpoint with the fewest streams in flight (equal weights).
-    fn fewest_in_flight<R: Rng + ?Sized>(
+    fn fewest_in_flight<L: Load, R: Rng + ?Sized>(
         &self,
-        eps: &[Arc<Endpoint>],
+        eps: &[L],
         ok: &dyn Fn(usize) -> bool,
         rng: &mut R,
     ) -> Option<usize> {
-        let load = |i: usize| eps[i].in_flight.load(Ordering::Relaxed);
+        let load = |i: usize| eps[i].in_flight();
         let (mut best, mut chosen, mut ties, mut candidates) = (u64::MAX, None, 0u32, 0u32);
         for i in (0..eps.len()).filter(|&i| ok(i)) {
             candidates += 1;
@@ -182,7 +177,7 @@ impl Balancer {
     /// the weights the dynamic weights are too, so the weights hold at any concurrency (where
     /// Envoy's `weight / (in_flight + 1)` drifts towards the square root of the weights as load
     /// grows). The running credits are shared atomics: concurrent picks only blur the order.
-    fn weighted_least(&self, eps: &[Arc<Endpoint>], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn weighted_least<L: Load>(&self, eps: &[L], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
         if self.credit.len() != eps.len() {
             return None; // Built for another member list: the caller picks by weight instead.
         }
@@ -194,7 +189,7 @@ impl Balancer {
         let (mut total, mut best): (i64, Option<(usize, i64)>) = (0, None);
         for i in live() {
             let u = eps[i].effective_weight() as f64 / mean;
-            let in_flight = eps[i].in_flight.load(Ordering::Relaxed) as f64;
+            let in_flight = eps[i].in_flight() as f64;
             let dynamic = (u * u / (u + in_flight) * 1_000_000.0) as i64;
             let credit = self.credit[i].fetch_add(dynamic, Ordering::Relaxed) + dynamic;
             total += dynamic;
@@ -209,15 +204,15 @@ impl Balancer {
 }
 
 /// A slow-starting endpoint keeps only its ramp's share of the round-robin turns it is offered.
-fn ramped(eps: &[Arc<Endpoint>], i: usize) -> bool {
+fn ramped<L: Load>(eps: &[L], i: usize) -> bool {
     match eps[i].ramp_share() {
         None => true,
         Some(pct) => rand::random_range(0..100) < pct,
     }
 }
 
-fn p2c<R: Rng + ?Sized>(
-    eps: &[Arc<Endpoint>],
+fn p2c<L: Load, R: Rng + ?Sized>(
+    eps: &[L],
     ok: &dyn Fn(usize) -> bool,
     rng: &mut R,
 ) -> Option<usize> {
@@ -247,8 +242,8 @@ fn p2c<R: Rng + ?Sized>(
     };
     let cost = |i: usize| {
         let e = &eps[i];
-        let load = e.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
-        e.latency.get() * load / e.effective_weight() as f64
+        let load = e.in_flight() as f64 + 1.0;
+        e.latency_nanos() * load / e.effective_weight() as f64
     };
     let (ca, cb) = (cost(a), cost(b));
     Some(if ca < cb {

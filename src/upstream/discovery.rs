@@ -6,19 +6,15 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::config::{EndpointSpec, UpstreamConfig};
-use crate::upstream::UpstreamGroup;
 
 /// The scheme that marks a DNS endpoint.
 pub const DNS_SCHEME: &str = "dns://";
 
 /// Longest wait for one round of lookups.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most addresses taken from one name.
 pub const MAX_ADDRESSES: usize = 256;
@@ -95,30 +91,14 @@ pub fn expand(cfg: &UpstreamConfig, resolved: &Resolved) -> Vec<EndpointSpec> {
     out
 }
 
-/// Re-resolves the group's `dns://` endpoints every `resolve_interval` until `stop` turns
-/// true or the group retires.
-pub fn spawn(group: Arc<UpstreamGroup>, mut stop: watch::Receiver<bool>) {
-    let mut retired = group.retired();
-    tokio::spawn(async move {
-        loop {
-            let (names, interval) = group.dns_plan();
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                _ = stop.changed() => return,
-                _ = retired.changed() => return,
-            }
-            if names.is_empty() {
-                continue;
-            }
-            let name = group.name().to_string();
-            let job = tokio::task::spawn_blocking(move || resolve_blocking(&name, &names));
-            match tokio::time::timeout(LOOKUP_TIMEOUT, job).await {
-                Ok(Ok(fresh)) => group.apply_dns(fresh),
-                _ => tracing::warn!(upstream = %group.name(),
-                    "DNS lookups took longer than {LOOKUP_TIMEOUT:?}; keeping the addresses"),
-            }
-        }
-    });
+/// Resolves each of `names` on a blocking thread, within [`LOOKUP_TIMEOUT`]; `None` when the
+/// lookups took longer.
+pub async fn resolve(upstream: String, names: Vec<String>) -> Option<Resolved> {
+    let job = tokio::task::spawn_blocking(move || resolve_blocking(&upstream, &names));
+    match tokio::time::timeout(LOOKUP_TIMEOUT, job).await {
+        Ok(Ok(fresh)) => Some(fresh),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

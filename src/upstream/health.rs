@@ -11,17 +11,45 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::{HealthCheckConfig, HealthCheckKind};
-use crate::endpoint::EndpointState;
 use crate::tls::{ClientTls, Io};
+
+/// An endpoint's active-health state, shared by every worker; only the checker writes it.
+#[derive(Default)]
+pub struct Health {
+    unhealthy: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    /// Whether the checks consider the endpoint healthy (true without checks).
+    pub fn healthy(&self) -> bool {
+        !self.unhealthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks the endpoint healthy or not; true when it came back (was unhealthy, now healthy).
+    fn set(&self, healthy: bool) -> bool {
+        let was = !self
+            .unhealthy
+            .swap(!healthy, std::sync::atomic::Ordering::Relaxed);
+        healthy && !was
+    }
+}
+
+/// An endpoint as its checker sees it (implemented by the upstream endpoint's shared state).
+pub trait Checked: Send + Sync + 'static {
+    /// Its health state.
+    fn health(&self) -> &Health;
+    /// Called when the endpoint comes back into rotation (it slow-starts).
+    fn rejoined(&self);
+}
 
 /// The largest health answer read.
 const MAX_ANSWER: usize = 1024;
 
 /// Starts the checks of each endpoint of group `upstream` on the current runtime; they end
 /// when `stop` turns true or `retire` changes or closes.
-pub fn spawn(
+pub fn spawn<E: Checked>(
     upstream: &Arc<str>,
-    endpoints: &[(String, Arc<EndpointState>)],
+    endpoints: &[(String, Arc<E>)],
     cfg: &HealthCheckConfig,
     tls: Option<Arc<ClientTls>>,
     stop: watch::Receiver<bool>,
@@ -32,7 +60,7 @@ pub fn spawn(
             tls: tls.clone(),
             upstream: upstream.clone(),
             address: address.clone(),
-            state: state.clone(),
+            state: state.clone() as Arc<dyn Checked>,
             cfg: cfg.clone(),
         };
         tokio::spawn(checker.run(stop.clone(), retire.clone()));
@@ -43,7 +71,7 @@ struct Checker {
     tls: Option<Arc<ClientTls>>,
     upstream: Arc<str>,
     address: String,
-    state: Arc<EndpointState>,
+    state: Arc<dyn Checked>,
     cfg: HealthCheckConfig,
 }
 
@@ -76,16 +104,19 @@ impl Checker {
                 Ok(()) => {
                     fails = 0;
                     passes = passes.saturating_add(1);
-                    if !self.state.healthy() && passes >= self.cfg.healthy_threshold {
-                        self.state.set_healthy(true);
+                    let health = self.state.health();
+                    if !health.healthy() && passes >= self.cfg.healthy_threshold {
+                        if health.set(true) {
+                            self.state.rejoined();
+                        }
                         tracing::info!(upstream, endpoint, "health check passed; back in rotation");
                     }
                 }
                 Err(why) => {
                     passes = 0;
                     fails = fails.saturating_add(1);
-                    if self.state.healthy() && fails >= self.cfg.unhealthy_threshold {
-                        self.state.set_healthy(false);
+                    if self.state.health().healthy() && fails >= self.cfg.unhealthy_threshold {
+                        self.state.health().set(false);
                         tracing::warn!(
                             upstream,
                             endpoint,

@@ -1,4 +1,6 @@
-use std::sync::atomic::Ordering;
+//! Balancer tests over plain [`Load`] values: no pools, no sockets.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -6,29 +8,58 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::*;
-use crate::config::{EndpointSpec, PoolConfig};
-use crate::pool::{Pool, PoolSettings, UpstreamShared};
+use crate::upstream::ewma::PeakEwma;
+use crate::upstream::load::{Load, Weight};
 
-fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
-    let settings = PoolSettings::from_config(&PoolConfig::default());
-    let shared = UpstreamShared::new("t", None);
+/// An endpoint as a balancer sees it, and nothing more.
+struct Ep {
+    weight: Weight,
+    in_flight: AtomicU64,
+    latency: PeakEwma,
+    down: AtomicBool,
+}
+
+impl Ep {
+    /// Takes the endpoint out of rotation (as a connect failure, a failed health check or an
+    /// ejection would).
+    fn take_out(&self) {
+        self.down.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Load for Ep {
+    fn available(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+    }
+    fn effective_weight(&self) -> u64 {
+        self.weight.effective()
+    }
+    fn ramp_share(&self) -> Option<u64> {
+        self.weight.ramp_share()
+    }
+    fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    fn latency_nanos(&self) -> f64 {
+        self.latency.get()
+    }
+}
+
+fn endpoints(weights: &[u32]) -> Vec<Arc<Ep>> {
     weights
         .iter()
-        .enumerate()
-        .map(|(i, &w)| {
-            let spec = EndpointSpec {
-                address: format!("127.0.0.1:{}", 1000 + i),
-                weight: w,
-            };
-            Arc::new(Endpoint::new(
-                &spec,
-                Pool::new(settings.clone(), shared.clone(), &spec.address),
-            ))
+        .map(|&w| {
+            Arc::new(Ep {
+                weight: Weight::new(w),
+                in_flight: AtomicU64::new(0),
+                latency: PeakEwma::new(),
+                down: AtomicBool::new(false),
+            })
         })
         .collect()
 }
 
-fn shares(b: &Balancer, eps: &[Arc<Endpoint>], n: usize, seed: u64) -> Vec<f64> {
+fn shares(b: &Balancer, eps: &[Arc<Ep>], n: usize, seed: u64) -> Vec<f64> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut counts = vec![0usize; eps.len()];
     for _ in 0..n {
@@ -67,7 +98,7 @@ fn round_robin_is_smooth_and_exact() {
 
 #[test]
 fn least_request_prefers_fewest_in_flight_and_loads_by_weight() {
-    let set = |eps: &[Arc<Endpoint>], l: &[u64]| {
+    let set = |eps: &[Arc<Ep>], l: &[u64]| {
         for (e, n) in eps.iter().zip(l) {
             e.in_flight.store(*n, Ordering::Relaxed);
         }
@@ -180,16 +211,16 @@ fn endpoints_out_of_rotation_are_skipped_and_avoid_is_honoured() {
     ] {
         let eps = endpoints(&[1, 1, 1]);
         let b = Balancer::new(policy, &[1, 1, 1]);
-        eps[0].connect_failed(Duration::from_secs(60), "test");
+        eps[0].take_out();
         let mut rng = StdRng::seed_from_u64(5);
         for _ in 0..200 {
             let i = b.pick(&eps, Some(1), &mut rng).unwrap();
             assert_eq!(i, 2, "{policy:?}");
         }
-        eps[2].connect_failed(Duration::from_secs(60), "test");
+        eps[2].take_out();
         // Only the avoided one is left: better than nothing.
         assert_eq!(b.pick(&eps, Some(1), &mut rng), Some(1), "{policy:?}");
-        eps[1].connect_failed(Duration::from_secs(60), "test");
+        eps[1].take_out();
         assert_eq!(b.pick(&eps, None, &mut rng), None, "{policy:?}");
     }
 }
@@ -198,7 +229,7 @@ fn endpoints_out_of_rotation_are_skipped_and_avoid_is_honoured() {
 fn concurrent_round_robin_never_misses_a_live_endpoint() {
     let eps = endpoints(&[1, 1]);
     let b = Arc::new(Balancer::new(Balance::RoundRobin, &[1, 1]));
-    eps[0].connect_failed(Duration::from_secs(60), "test");
+    eps[0].take_out();
     let eps = Arc::new(eps);
     let threads: Vec<_> = (0..4)
         .map(|_| {
@@ -217,8 +248,8 @@ fn concurrent_round_robin_never_misses_a_live_endpoint() {
 #[test]
 fn slow_starting_endpoints_get_a_reduced_share() {
     let eps = endpoints(&[1, 1]);
-    eps[1].set_slow_start(Duration::from_secs(60));
-    eps[1].ramp_from(crate::clock::now_ms());
+    eps[1].weight.set_slow_start(Duration::from_secs(60));
+    eps[1].weight.ramp_from(crate::clock::now_ms());
     // 10% of its weight at the start of the ramp: 0.1 / 1.1 of the picks by weight; round
     // robin keeps 10% of its turns (0.05 of the picks).
     for policy in [Balance::RandomWeight, Balance::RoundRobin] {
@@ -227,8 +258,8 @@ fn slow_starting_endpoints_get_a_reduced_share() {
         assert!((0.03..0.14).contains(&s[1]), "{policy:?}: {s:?}");
     }
     // Without a window the ramp ends at once.
-    eps[1].set_slow_start(Duration::ZERO);
-    assert_eq!(eps[1].ramp_share(), None);
+    eps[1].weight.set_slow_start(Duration::ZERO);
+    assert_eq!(eps[1].weight.ramp_share(), None);
     let s = shares(
         &Balancer::new(Balance::RandomWeight, &[1, 1]),
         &eps,

@@ -6,18 +6,16 @@
 //! dialling, removed ones drain (their calls in flight finish, then their connections close).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use crate::balance::Balancer;
-use crate::config::UpstreamConfig;
-use crate::discovery::{self, Resolved};
-use crate::endpoint::{Endpoint, EndpointState};
-use crate::outlier::Outlier;
-use crate::pool::{self, Pool, PoolSettings, UpstreamShared};
+use super::balance::Balancer;
+use super::discovery::{self, Resolved};
+use super::endpoint::{Endpoint, EndpointState};
+use super::outlier::Outlier;
+use super::pool::{Pool, PoolSettings, UpstreamShared};
+use super::{Members, Upstream};
+use crate::config::{EndpointSpec, UpstreamConfig};
 use crate::tls::ClientTls;
 
 /// What the workers share about an upstream group.
@@ -75,7 +73,7 @@ impl UpstreamGroup {
             .iter()
             .map(|e| {
                 let st = Arc::new(EndpointState::new(e));
-                st.set_slow_start(cfg.slow_start.0);
+                st.weight.set_slow_start(cfg.slow_start.0);
                 (e.address.clone(), st)
             })
             .collect();
@@ -109,11 +107,7 @@ impl UpstreamGroup {
             .iter()
             .map(|(addr, state)| new_endpoint(&g, addr, state))
             .collect();
-        let up = Arc::new(Upstream {
-            name: self.name.clone(),
-            members: ArcSwap::from_pointee(g.view(endpoints)),
-            runner: Mutex::new(None),
-        });
+        let up = Arc::new(Upstream::with(self.name.clone(), g.view(endpoints)));
         g.instances.push(up.clone());
         up
     }
@@ -131,25 +125,44 @@ impl UpstreamGroup {
         g.restart_health(&self.name);
     }
 
-    /// The `dns://` endpoints to resolve, and how often.
-    pub fn dns_plan(&self) -> (Vec<String>, Duration) {
-        let g = self.lock();
-        (discovery::dns_names(&g.cfg), g.cfg.resolve_interval.0)
-    }
-
     /// Turns true when the group retires.
     pub fn retired(&self) -> watch::Receiver<bool> {
         self.retired.subscribe()
     }
 
-    /// Applies fresh lookups of `dns://` endpoints (names missing from `fresh` keep their
-    /// addresses).
-    pub fn apply_dns(&self, fresh: Resolved) {
-        let (cfg, tls) = {
-            let g = self.lock();
-            (g.cfg.clone(), g.tls.clone())
-        };
-        self.update(&cfg, fresh, tls);
+    /// Re-resolves the group's `dns://` endpoints every `resolve_interval` on the current
+    /// runtime, applying what changed, until `stop` turns true or the group retires. A lookup
+    /// that fails or takes longer than [`discovery::LOOKUP_TIMEOUT`] keeps the addresses.
+    pub fn watch_dns(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let group = self.clone();
+        let mut retired = self.retired();
+        tokio::spawn(async move {
+            loop {
+                let (names, interval) = {
+                    let g = group.lock();
+                    (discovery::dns_names(&g.cfg), g.cfg.resolve_interval.0)
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    _ = stop.changed() => return,
+                    _ = retired.changed() => return,
+                }
+                if names.is_empty() {
+                    continue;
+                }
+                match discovery::resolve(group.name.to_string(), names).await {
+                    Some(fresh) => {
+                        let (cfg, tls) = {
+                            let g = group.lock();
+                            (g.cfg.clone(), g.tls.clone())
+                        };
+                        group.update(&cfg, fresh, tls);
+                    }
+                    None => tracing::warn!(upstream = %group.name, "DNS lookups took longer \
+                        than {:?}; keeping the addresses", discovery::LOOKUP_TIMEOUT),
+                }
+            }
+        });
     }
 
     /// Applies a new config to the running group (`fresh`: new lookups of its `dns://`
@@ -163,25 +176,18 @@ impl UpstreamGroup {
         tls: Option<Arc<ClientTls>>,
     ) -> bool {
         let mut g = self.lock();
-        let names = discovery::dns_names(cfg);
-        g.resolved.retain(|k, _| names.contains(k));
-        for (k, v) in fresh {
-            if g.resolved.get(&k) != Some(&v) {
-                tracing::info!(upstream = %self.name, endpoint = %k, addresses = v.len(),
-                    "DNS endpoint resolves to a new address set");
-            }
-            g.resolved.insert(k, v);
-        }
+        g.merge_dns(&self.name, cfg, fresh);
         let specs = &discovery::expand(cfg, &g.resolved);
         let pool_changed = g.cfg.pool != cfg.pool || g.cfg.tls != cfg.tls;
         let same_members = g.members.len() == specs.len()
             && g.members
                 .iter()
                 .zip(specs)
-                .all(|((a, st), s)| *a == s.address && st.weight() == s.weight);
-        let mut shape = g.cfg.clone();
-        shape.endpoints = cfg.endpoints.clone();
-        let same_cfg = serde_yaml::to_string(&shape).ok() == serde_yaml::to_string(cfg).ok();
+                .all(|((a, st), s)| *a == s.address && st.weight.get() == s.weight);
+        let same_cfg = UpstreamConfig {
+            endpoints: cfg.endpoints.clone(),
+            ..g.cfg.clone()
+        } == *cfg;
         if same_members && same_cfg {
             return false;
         }
@@ -191,24 +197,7 @@ impl UpstreamGroup {
             g.settings.tls = g.tls.clone();
             g.shared = UpstreamShared::new(&cfg.name, g.settings.keepalive_time);
         }
-        let now = crate::clock::now_ms();
-        let members: Vec<(String, Arc<EndpointState>)> = specs
-            .iter()
-            .map(|s| {
-                let st = match g.members.iter().find(|(a, _)| *a == s.address) {
-                    Some((_, st)) => st.clone(),
-                    None => {
-                        let st = Arc::new(EndpointState::new(s));
-                        st.set_slow_start(cfg.slow_start.0);
-                        st.ramp_from(now);
-                        st
-                    }
-                };
-                st.set_weight(s.weight);
-                st.set_slow_start(cfg.slow_start.0);
-                (s.address.clone(), st)
-            })
-            .collect();
+        let members = g.carry_members(cfg, specs);
         if g.cfg.balance != cfg.balance || !same_members {
             g.balancer = Arc::new(Balancer::new(cfg.balance, &weights(&members)));
         }
@@ -222,27 +211,7 @@ impl UpstreamGroup {
             g.cfg.health_check != cfg.health_check || !same_members || pool_changed;
         g.cfg = cfg.clone();
         g.members = members;
-        for up in g.instances.clone() {
-            let old = up.members();
-            let endpoints: Vec<Arc<Endpoint>> = g
-                .members
-                .iter()
-                .map(
-                    |(addr, st)| match old.endpoints.iter().find(|e| Arc::ptr_eq(&e.state, st)) {
-                        Some(e) if !pool_changed => e.clone(),
-                        _ => new_endpoint(&g, addr, st),
-                    },
-                )
-                .collect();
-            let kept = |e: &Arc<Endpoint>| endpoints.iter().any(|n| Arc::ptr_eq(n, e));
-            let removed: Vec<_> = old.endpoints.iter().filter(|e| !kept(e)).cloned().collect();
-            let added: Vec<_> = endpoints
-                .iter()
-                .filter(|e| !old.endpoints.iter().any(|o| Arc::ptr_eq(o, e)))
-                .cloned()
-                .collect();
-            up.replace(g.view(endpoints), &added, &removed);
-        }
+        g.swap_into_instances(pool_changed);
         if health_changed {
             g.restart_health(&self.name);
         }
@@ -264,7 +233,7 @@ impl UpstreamGroup {
 }
 
 fn weights(members: &[(String, Arc<EndpointState>)]) -> Vec<u32> {
-    members.iter().map(|(_, s)| s.weight()).collect()
+    members.iter().map(|(_, s)| s.weight.get()).collect()
 }
 
 fn new_endpoint(g: &GroupInner, addr: &str, state: &Arc<EndpointState>) -> Arc<Endpoint> {
@@ -275,13 +244,80 @@ fn new_endpoint(g: &GroupInner, addr: &str, state: &Arc<EndpointState>) -> Arc<E
 }
 
 impl GroupInner {
+    /// Takes in fresh lookups: names no longer configured are forgotten, names missing from
+    /// `fresh` keep their last addresses.
+    fn merge_dns(&mut self, upstream: &str, cfg: &UpstreamConfig, fresh: Resolved) {
+        let names = discovery::dns_names(cfg);
+        self.resolved.retain(|k, _| names.contains(k));
+        for (k, v) in fresh {
+            if self.resolved.get(&k) != Some(&v) {
+                tracing::info!(upstream, endpoint = %k, addresses = v.len(),
+                    "DNS endpoint resolves to a new address set");
+            }
+            self.resolved.insert(k, v);
+        }
+    }
+
+    /// The member list for `specs`: endpoints that stay keep their shared state (reweighted),
+    /// new ones start a slow-start ramp now.
+    fn carry_members(
+        &self,
+        cfg: &UpstreamConfig,
+        specs: &[EndpointSpec],
+    ) -> Vec<(String, Arc<EndpointState>)> {
+        let now = crate::clock::now_ms();
+        specs
+            .iter()
+            .map(|s| {
+                let st = match self.members.iter().find(|(a, _)| *a == s.address) {
+                    Some((_, st)) => st.clone(),
+                    None => {
+                        let st = Arc::new(EndpointState::new(s));
+                        st.weight.set_slow_start(cfg.slow_start.0);
+                        st.weight.ramp_from(now);
+                        st
+                    }
+                };
+                st.weight.set(s.weight);
+                st.weight.set_slow_start(cfg.slow_start.0);
+                (s.address.clone(), st)
+            })
+            .collect()
+    }
+
+    /// Swaps the current members into every worker's view: an endpoint that stays keeps its
+    /// pool (unless the pool settings changed), new ones get one, removed ones drain.
+    fn swap_into_instances(&self, pool_changed: bool) {
+        for up in &self.instances {
+            let old = up.members();
+            let endpoints: Vec<Arc<Endpoint>> = self
+                .members
+                .iter()
+                .map(
+                    |(addr, st)| match old.endpoints.iter().find(|e| Arc::ptr_eq(&e.state, st)) {
+                        Some(e) if !pool_changed => e.clone(),
+                        _ => new_endpoint(self, addr, st),
+                    },
+                )
+                .collect();
+            let kept = |e: &Arc<Endpoint>| endpoints.iter().any(|n| Arc::ptr_eq(n, e));
+            let removed: Vec<_> = old.endpoints.iter().filter(|e| !kept(e)).cloned().collect();
+            let added: Vec<_> = endpoints
+                .iter()
+                .filter(|e| !old.endpoints.iter().any(|o| Arc::ptr_eq(o, e)))
+                .cloned()
+                .collect();
+            up.replace(self.view(endpoints), &added, &removed);
+        }
+    }
+
     fn restart_health(&mut self, name: &Arc<str>) {
         self.health_stop = None; // ends the old checkers
         let (Some(h), Some(stop)) = (self.cfg.health_check.clone(), self.stop.clone()) else {
             return;
         };
         let (tx, rx) = watch::channel(false);
-        crate::health::spawn(name, &self.members, &h, self.tls.clone(), stop, rx);
+        crate::upstream::health::spawn(name, &self.members, &h, self.tls.clone(), stop, rx);
         self.health_stop = Some(tx);
     }
 
@@ -295,78 +331,5 @@ impl GroupInner {
             outlier: self.outlier.clone(),
             min_connections: self.settings.min,
         }
-    }
-}
-
-/// A group's members and settings as of the last reload; a call keeps the one it started with.
-pub struct Members {
-    /// The endpoints, in configuration order.
-    pub endpoints: Vec<Arc<Endpoint>>,
-    /// How an endpoint is picked (shared by all workers).
-    pub balancer: Arc<Balancer>,
-    /// Longest wait for response headers.
-    pub request_timeout: Option<Duration>,
-    /// Backoff cap after connect failures.
-    pub backoff_max: Duration,
-    /// State shared by the group's pools (the current keepalive interval).
-    pub shared: Arc<UpstreamShared>,
-    /// Passive outlier detection, when configured.
-    pub outlier: Option<Arc<Outlier>>,
-    min_connections: usize,
-}
-
-/// A named group of endpoints, as one worker uses it.
-pub struct Upstream {
-    /// The group's name.
-    pub name: Arc<str>,
-    members: ArcSwap<Members>,
-    /// The worker's runtime and exit signal, once started: new endpoints' pools are
-    /// maintained there.
-    runner: Mutex<Option<(Handle, watch::Receiver<bool>)>>,
-}
-
-impl Upstream {
-    /// A group used by a single worker (builds its shared state too).
-    pub fn new(cfg: &UpstreamConfig) -> Arc<Upstream> {
-        UpstreamGroup::new(cfg, Resolved::new(), None).instantiate()
-    }
-
-    /// The current members and settings.
-    pub fn members(&self) -> Arc<Members> {
-        self.members.load_full()
-    }
-
-    /// Starts each endpoint's pool maintenance (dials `min_connections`) on runtime `rt` (the
-    /// worker's); it runs until `stop` changes or the endpoint leaves the group. Endpoints
-    /// that join later are maintained there too.
-    pub fn start(&self, rt: &Handle, stop: &watch::Receiver<bool>) {
-        let mut runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
-        for ep in &self.members().endpoints {
-            rt.spawn(pool::maintain(ep.clone(), stop.clone()));
-        }
-        *runner = Some((rt.clone(), stop.clone()));
-    }
-
-    fn replace(&self, members: Members, added: &[Arc<Endpoint>], removed: &[Arc<Endpoint>]) {
-        let runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
-        self.members.store(Arc::new(members));
-        if let Some((rt, stop)) = &*runner {
-            for ep in added {
-                rt.spawn(pool::maintain(ep.clone(), stop.clone()));
-            }
-        }
-        for ep in removed {
-            ep.pool.retire();
-        }
-    }
-
-    /// True when some endpoint has an open connection — or, for pools that keep none open
-    /// (`min_connections: 0`), when some endpoint is in rotation without failures.
-    pub fn connected(&self) -> bool {
-        let m = self.members();
-        m.endpoints.iter().any(|e| {
-            e.pool.open_connections() > 0
-                || (m.min_connections == 0 && e.available() && e.failures() == 0)
-        })
     }
 }

@@ -281,10 +281,3 @@ async fn keepalive(
         }
     }
 }
-
-/// Exponential backoff with jitter: 100 ms doubling per failure, capped, then 50–100% of that.
-pub fn backoff(failures: u32, cap: Duration) -> Duration {
-    let base = Duration::from_millis(100).saturating_mul(1 << failures.min(16).saturating_sub(1));
-    let d = base.min(cap);
-    d.mul_f64(rand::random_range(0.5..=1.0))
-}
