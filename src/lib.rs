@@ -51,6 +51,7 @@ pub mod server;
 pub mod sockopt;
 pub mod stack;
 pub mod stage;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 

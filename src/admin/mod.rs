@@ -1,13 +1,13 @@
 //! The admin HTTP listener (HTTP/1.1, loopback by default): `GET /healthz` (the process is up),
 //! `GET /readyz` (every listener is bound and every upstream has a connected endpoint),
-//! `GET /config` (the effective configuration as YAML), `GET /metrics` (Prometheus text),
+//! `GET /config` (the effective configuration as YAML), `GET /metrics` (OpenMetrics text, which Prometheus reads),
 //! `GET /upstreams` (every endpoint's state as JSON), and `POST /reload` (reload the config
 //! file; the answer says what changed, or why the file was refused).
 
 mod upstreams;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -20,7 +20,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::stage::Registry;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::telemetry::{Label, Registry};
+use crate::upstream::metrics::EndpointMetrics;
 use crate::upstream::UpstreamGroup;
 
 /// A request to reload the configuration; the answer is a summary of what changed, or the
@@ -40,23 +44,36 @@ pub struct AdminState {
     view: ArcSwap<AdminView>,
     /// Set once every listener is bound and serving.
     pub listening: AtomicBool,
-    /// What the `metrics` stages counted.
+    /// Every metric of the gateway.
     pub metrics: Arc<Registry>,
+    /// The endpoints `metrics` reports on.
+    endpoints: EndpointMetrics,
     /// Where `POST /reload` sends its request, once reloading is wired up.
     reload: OnceLock<mpsc::Sender<ReloadRequest>>,
-    /// Reloads applied and refused.
-    reloads: [AtomicU64; 2],
+    /// `synapsor_config_reloads_total{result}`: reloads applied and refused.
+    reloads: Family<[(&'static str, Label); 1], Counter>,
 }
 
 impl AdminState {
     /// Admin state over `view`.
     pub fn new(view: AdminView, metrics: Arc<Registry>) -> AdminState {
+        let endpoints = EndpointMetrics::of(&metrics);
+        endpoints.set(view.upstreams.clone());
+        let reloads = metrics.metric(
+            "synapsor_config_reloads",
+            "Configuration reloads, applied or refused.",
+            Family::default,
+        );
+        for result in ["applied", "refused"] {
+            let _ = reloads.get_or_create(&[("result", result.into())]);
+        }
         AdminState {
             view: ArcSwap::from_pointee(view),
             listening: AtomicBool::new(false),
             metrics,
+            endpoints,
             reload: OnceLock::new(),
-            reloads: Default::default(),
+            reloads,
         }
     }
 
@@ -67,6 +84,7 @@ impl AdminState {
 
     /// Replaces the view after a reload.
     pub fn set_view(&self, view: AdminView) {
+        self.endpoints.set(view.upstreams.clone());
         self.view.store(Arc::new(view));
     }
 
@@ -77,7 +95,10 @@ impl AdminState {
 
     /// Counts a reload: applied (`true`) or refused.
     pub fn count_reload(&self, applied: bool) {
-        self.reloads[usize::from(!applied)].fetch_add(1, Ordering::Relaxed);
+        let result = if applied { "applied" } else { "refused" };
+        self.reloads
+            .get_or_create(&[("result", result.into())])
+            .inc();
     }
 
     /// Ready, or the reasons it is not.
@@ -105,22 +126,6 @@ impl AdminState {
     /// Every endpoint's state as JSON (see [`upstreams::json`] for the shape).
     pub fn upstreams_json(&self) -> String {
         upstreams::json(&self.view().upstreams)
-    }
-
-    /// Pool, endpoint and reload state, in Prometheus text.
-    pub fn render_upstreams(&self, out: &mut String) {
-        upstreams::render(&self.view().upstreams, out);
-        out.push_str("# HELP synapsor_config_reloads_total Configuration reloads, applied or refused.\n# TYPE synapsor_config_reloads_total counter\n");
-        for (i, result) in ["applied", "refused"].iter().enumerate() {
-            out.push_str(&format!(
-                "synapsor_config_reloads_total{{result=\"{result}\"}} {}\n",
-                self.reloads[i].load(Ordering::Relaxed)
-            ));
-        }
-        out.push_str(&format!(
-            "# HELP synapsor_upstream_streams_held Upstream streams whose call ended before the backend answered, held before their reset.\n# TYPE synapsor_upstream_streams_held gauge\nsynapsor_upstream_streams_held {}\n",
-            crate::proxy::held()
-        ));
     }
 
     async fn reload(&self) -> Result<String, String> {
@@ -209,8 +214,14 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         "/metrics" => {
             let mut out = String::new();
             state.metrics.render(&mut out);
-            state.render_upstreams(&mut out);
-            text(StatusCode::OK, out)
+            let mut r = text(StatusCode::OK, out);
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
         }
         _ => text(
             StatusCode::NOT_FOUND,

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::admin::{self, AdminState, AdminView};
 use crate::config::{Config, ListenerConfig};
 use crate::server::{self, worker};
-use crate::stage::Registry;
+use crate::telemetry::Registry;
 use crate::upstream::Upstream;
 
 use build::Groups;
@@ -87,6 +87,7 @@ impl Gateway {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (exit_tx, exit_rx) = watch::channel(false);
         let registry = Registry::new();
+        crate::proxy::HeldStreams::register(&registry);
         let groups: Groups = self
             .config
             .upstreams

@@ -27,7 +27,7 @@ use super::{lock, Live};
 use crate::admin::{AdminState, AdminView, ReloadRequest};
 use crate::config::{Config, ListenerConfig, UpstreamConfig};
 use crate::server::{self, Serving};
-use crate::stage::Registry;
+use crate::telemetry::Registry;
 use crate::tls::ClientTls;
 use crate::upstream::discovery::{self, Resolved};
 use crate::upstream::UpstreamGroup;

@@ -27,7 +27,7 @@ use std::fmt;
 
 pub use loader::{describe, reload_all, Description, Plugin};
 pub use service::{WasmLayer, WasmService};
-pub use stats::{render as render_stats, Stats};
+pub use stats::{PluginMetrics, Stats};
 
 /// Why a plugin hook call failed.
 #[derive(Debug)]

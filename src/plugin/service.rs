@@ -23,7 +23,7 @@ use crate::config::{OnError, WasmConfig};
 use crate::grpc::{self, Code};
 use crate::stack::Rejected;
 use crate::stack::{status_of, Body, BoxError, Request, Response};
-use crate::stage::Registry;
+use crate::telemetry::Registry;
 
 /// The layer of one `wasm` stage.
 #[derive(Clone)]
@@ -35,7 +35,7 @@ impl WasmLayer {
     /// Loads the plugin (compiling it and `init`ing one instance) and registers its metrics.
     pub fn new(cfg: &WasmConfig, registry: &Registry) -> Result<WasmLayer, String> {
         let plugin = Plugin::load(cfg)?;
-        registry.add_plugin(plugin.shared.name.clone(), plugin.stats.clone());
+        super::PluginMetrics::add(registry, plugin.shared.name.clone(), plugin.stats.clone());
         Ok(WasmLayer { plugin })
     }
 

@@ -1,12 +1,15 @@
 //! Per-plugin metrics: hook calls, rejections, status overrides, failures by kind, a latency
 //! histogram of hook calls, instances created and reloads. Rendered on the admin `/metrics`.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use crate::stage::metrics::{escape, write_histogram};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
+
+use crate::telemetry::{encode_family, Label, Named, Registry, Sample};
 
 /// Latency bucket bounds, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -58,75 +61,103 @@ impl Stats {
     }
 }
 
-/// The Prometheus text of these plugins' stats.
-pub fn render(all: &[(Arc<str>, Arc<Stats>)], out: &mut String) {
-    if all.is_empty() {
-        return;
+/// Every plugin's counters, for `/metrics`: `synapsor_plugin_calls_total{plugin,hook}`,
+/// `…_rejections_total`, `…_status_overrides_total`, `…_errors_total{kind}`,
+/// `…_reloads_total{result}` and the histogram `synapsor_plugin_call_seconds{plugin}`. A plugin
+/// loaded again by a reload (plugin names are unique in a config) replaces the one before it,
+/// so no series is shown twice.
+#[derive(Clone, Default)]
+pub struct PluginMetrics(Named<Stats>);
+
+impl std::fmt::Debug for PluginMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PluginMetrics")
     }
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    // Each counter family: its name, help, and per plugin the (extra label, value) rows.
-    type Rows = fn(&Stats) -> Vec<(String, u64)>;
-    let families: [(&str, &str, Rows); 5] = [
-        ("synapsor_plugin_calls_total", "Plugin hook calls.", |s| {
-            ["on_request", "on_response"]
-                .iter()
-                .zip(&s.calls)
-                .map(|(h, n)| (format!(",hook=\"{h}\""), n.load(Ordering::Relaxed)))
-                .collect()
-        }),
-        (
-            "synapsor_plugin_rejections_total",
-            "Calls a plugin refused.",
-            |s| vec![(String::new(), s.rejections.load(Ordering::Relaxed))],
-        ),
-        (
-            "synapsor_plugin_status_overrides_total",
-            "Statuses a plugin replaced.",
-            |s| vec![(String::new(), s.overrides.load(Ordering::Relaxed))],
-        ),
-        (
-            "synapsor_plugin_errors_total",
-            "Plugin failures, by kind.",
-            |s| {
-                KINDS
-                    .iter()
-                    .zip(&s.errors)
-                    .map(|(k, n)| (format!(",kind=\"{k}\""), n.load(Ordering::Relaxed)))
+}
+
+impl PluginMetrics {
+    /// Shows plugin `name`'s counters.
+    pub fn add(registry: &Registry, name: Arc<str>, stats: Arc<Stats>) {
+        let all = registry.collector("plugins", PluginMetrics::default);
+        all.0.put(name, stats);
+    }
+}
+
+impl Collector for PluginMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let all = self.0.all();
+        // Each counter family: name, help, and per plugin its (extra label, value) rows.
+        type Rows = fn(&Stats) -> Vec<(&'static str, &'static str, u64)>;
+        let families: [(&str, &str, Rows); 5] = [
+            ("synapsor_plugin_calls", "Plugin hook calls.", |s| {
+                let hooks = ["on_request", "on_response"].iter().zip(&s.calls);
+                hooks
+                    .map(|(h, n)| ("hook", *h, n.load(Ordering::Relaxed)))
                     .collect()
-            },
-        ),
-        (
-            "synapsor_plugin_reloads_total",
-            "Plugin reloads, by result.",
-            |s| {
-                vec![
-                    (",result=\"ok\"".into(), s.reloads.load(Ordering::Relaxed)),
-                    (
-                        ",result=\"failed\"".into(),
-                        s.reload_failures.load(Ordering::Relaxed),
-                    ),
-                ]
-            },
-        ),
-    ];
-    for (name, help, rows) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (n, s) in all {
-            for (extra, v) in rows(s) {
-                let _ = writeln!(out, "{name}{{plugin=\"{}\"{extra}}} {v}", escape(n));
-            }
+            }),
+            (
+                "synapsor_plugin_rejections",
+                "Calls a plugin refused.",
+                |s| vec![("", "", s.rejections.load(Ordering::Relaxed))],
+            ),
+            (
+                "synapsor_plugin_status_overrides",
+                "Statuses a plugin replaced.",
+                |s| vec![("", "", s.overrides.load(Ordering::Relaxed))],
+            ),
+            ("synapsor_plugin_errors", "Plugin failures, by kind.", |s| {
+                let kinds = KINDS.iter().zip(&s.errors);
+                kinds
+                    .map(|(k, n)| ("kind", *k, n.load(Ordering::Relaxed)))
+                    .collect()
+            }),
+            (
+                "synapsor_plugin_reloads",
+                "Plugin reloads, by result.",
+                |s| {
+                    vec![
+                        ("result", "ok", s.reloads.load(Ordering::Relaxed)),
+                        (
+                            "result",
+                            "failed",
+                            s.reload_failures.load(Ordering::Relaxed),
+                        ),
+                    ]
+                },
+            ),
+        ];
+        for (name, help, rows) in families {
+            let samples = all.iter().flat_map(|(plugin, s)| {
+                rows(s).into_iter().map(move |(key, value, n)| {
+                    let mut labels = vec![("plugin", Label::from(plugin))];
+                    if !key.is_empty() {
+                        labels.push((key, Label::from(value)));
+                    }
+                    (labels, Sample::Counter(n))
+                })
+            });
+            encode_family(&mut encoder, name, help, MetricType::Counter, samples)?;
         }
-    }
-    out.push_str("# HELP synapsor_plugin_call_seconds Duration of plugin hook calls.\n# TYPE synapsor_plugin_call_seconds histogram\n");
-    for (n, s) in all {
-        write_histogram(
-            out,
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let counts: Vec<Vec<u64>> = all
+            .iter()
+            .map(|(_, s)| s.buckets.iter().map(load).collect())
+            .collect();
+        let samples = all.iter().zip(&counts).map(|((plugin, s), counts)| {
+            let value = Sample::Histogram {
+                bounds: &BUCKETS,
+                counts,
+                count: load(&s.count),
+                sum: load(&s.sum_nanos) as f64 / 1e9,
+            };
+            ([("plugin", Label::from(plugin))], value)
+        });
+        encode_family(
+            &mut encoder,
             "synapsor_plugin_call_seconds",
-            &format!("plugin=\"{}\"", escape(n)),
-            &BUCKETS,
-            &s.buckets,
-            load(&s.count),
-            load(&s.sum_nanos) as f64 / 1e9,
-        );
+            "Duration of plugin hook calls.",
+            MetricType::Histogram,
+            samples,
+        )
     }
 }

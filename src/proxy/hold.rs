@@ -26,6 +26,11 @@ use h2::client::ResponseFuture;
 use h2::SendStream;
 use tokio::time::Instant;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::telemetry::Registry;
 use crate::upstream::pool::Lease;
 /// A stream opened on an endpoint, not yet answered.
 pub(super) struct Opened {
@@ -66,6 +71,30 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 /// Streams held now.
 pub fn held() -> usize {
     HELD.load(Ordering::Relaxed)
+}
+
+/// The gauge `synapsor_upstream_streams_held`: streams held now, in the whole process.
+#[derive(Clone, Debug)]
+pub struct HeldStreams;
+
+impl HeldStreams {
+    /// Adds the gauge to `registry` (once).
+    pub fn register(registry: &Registry) {
+        registry.collector("upstream_streams_held", || HeldStreams);
+    }
+}
+
+impl Collector for HeldStreams {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let gauge = ConstGauge::new(held() as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "synapsor_upstream_streams_held",
+            "Upstream streams whose call ended before the backend answered, held before their \
+             reset.",
+            None,
+            gauge.metric_type(),
+        )?)
+    }
 }
 
 /// One place in the [`MAX_HELD`] budget.

@@ -26,7 +26,7 @@ use crate::stack::{status_of, Body, BoxError, Request, Response};
 pub use call::ForwardBody;
 pub use forward::{Forward, Stack, Upstreamed};
 pub use head::upstream_request;
-pub use hold::held;
+pub use hold::{held, HeldStreams};
 pub use pump::{Dir, DirError};
 
 /// How a stream ended, for the debug log line.

@@ -25,6 +25,12 @@ enum Kind {
     Boxed(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static>>),
 }
 
+impl Default for Body {
+    fn default() -> Body {
+        Body::empty()
+    }
+}
+
 impl Body {
     /// No frames at all.
     pub fn empty() -> Body {

@@ -4,20 +4,15 @@
 //! never stalls a call; when the queue is full a line is dropped (and counted in the log).
 
 use std::fmt::Write as _;
-use std::future::Future;
 use std::io::Write as _;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tower::{Layer, Service};
-
+use super::observe::{End, ObserveLayer, Observer};
 use crate::config::{AccessLogConfig, LogFormat};
-use crate::grpc::{status_code, Code};
-use crate::stack::{status_of, BoxError, Request, Response, Seen, Watch};
+use crate::stack::{status_of, Rejected, Request, Response, Seen, Watch};
 use crate::stack::{PeerAddr, Principal, PrincipalSlot, UpstreamEndpoint};
 
 /// Lines queued for the writer at most.
@@ -30,15 +25,18 @@ struct Shared {
     dropped: AtomicU64,
 }
 
-/// The layer of one `access_log` stage.
+/// One `access_log` stage.
 #[derive(Clone)]
-pub struct AccessLogLayer {
+pub struct AccessLogStage {
     shared: Arc<Shared>,
 }
 
-impl AccessLogLayer {
+/// The layer of an `access_log` stage.
+pub type AccessLogLayer = ObserveLayer<AccessLogStage>;
+
+impl AccessLogStage {
     /// Opens the output and starts the writer thread.
-    pub fn new(cfg: &AccessLogConfig) -> Result<AccessLogLayer, String> {
+    pub fn layer(cfg: &AccessLogConfig) -> Result<AccessLogLayer, String> {
         let mut out: Box<dyn std::io::Write + Send> = if cfg.output == "stdout" {
             Box::new(std::io::stdout())
         } else {
@@ -64,20 +62,19 @@ impl AccessLogLayer {
                 }
             })
             .map_err(|e| e.to_string())?;
-        Ok(AccessLogLayer {
+        Ok(ObserveLayer(AccessLogStage {
             shared: Arc::new(Shared {
                 format: cfg.format,
                 sample: cfg.sample,
                 tx,
                 dropped: AtomicU64::new(0),
             }),
-        })
+        }))
     }
 }
 
 /// What is known of a call when it starts.
-struct Entry {
-    shared: Arc<Shared>,
+pub struct Entry {
     started: Instant,
     at: SystemTime,
     peer: String,
@@ -90,16 +87,10 @@ struct Entry {
     stage: String,
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
-    done: bool,
 }
 
 impl Entry {
-    fn finish(&mut self, code: usize) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        let s = &self.shared;
+    fn write(mut self, s: &Shared, code: usize) {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let ts = rfc3339(self.at);
         if self.principal.is_empty() {
@@ -149,24 +140,6 @@ impl Watch for Counted {
     }
 }
 
-/// Counts the response's bytes and writes the line when the status goes by.
-impl Watch for Entry {
-    fn seen(&mut self, what: Seen<'_>) {
-        match what {
-            Seen::Data(d) => self.bytes_out += d.len() as u64,
-            Seen::Trailers(t) => self.finish(status_code(t).unwrap_or(Code::Unknown as usize)),
-            Seen::Error(e) => self.finish(status_of(e).code as usize),
-            Seen::End => self.finish(Code::Unknown as usize),
-        }
-    }
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        self.finish(Code::Cancelled as usize);
-    }
-}
-
 fn or_dash(s: &str) -> &str {
     if s.is_empty() {
         "-"
@@ -199,57 +172,26 @@ fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-impl<S> Layer<S> for AccessLogLayer {
-    type Service = AccessLog<S>;
+impl Observer for AccessLogStage {
+    type Call = Entry;
 
-    fn layer(&self, inner: S) -> AccessLog<S> {
-        AccessLog {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The `access_log` service around `S`.
-#[derive(Clone)]
-pub struct AccessLog<S> {
-    inner: S,
-    layer: AccessLogLayer,
-}
-
-impl<S> Service<Request> for AccessLog<S>
-where
-    S: Service<Request, Response = Response, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let s = &self.layer.shared;
+    fn start(&self, req: &mut Request) -> Result<Option<Entry>, Rejected> {
+        let s = &self.shared;
         if s.sample < 1.0 && rand::random::<f64>() >= s.sample {
-            return Box::pin(self.inner.call(req));
+            return Ok(None);
         }
         let bytes_in = Arc::new(AtomicU64::new(0));
         let slot = PrincipalSlot::default();
-        let mut req = req;
         req.extensions_mut().insert(slot.clone());
-        let mut entry = Entry {
-            shared: s.clone(),
+        let ext = req.extensions();
+        let entry = Entry {
             started: Instant::now(),
             at: SystemTime::now(),
-            peer: req
-                .extensions()
+            peer: ext
                 .get::<PeerAddr>()
                 .map(|p| p.0.to_string())
                 .unwrap_or_default(),
-            principal: req
-                .extensions()
+            principal: ext
                 .get::<Principal>()
                 .map(|p| p.0.clone())
                 .unwrap_or_default(),
@@ -259,30 +201,27 @@ where
             stage: String::new(),
             bytes_in: bytes_in.clone(),
             bytes_out: 0,
-            done: false,
         };
-        let req = req.map(|body| body.watched(Counted(bytes_in)));
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            match fut.await {
-                Ok(resp) => {
-                    if let Some(u) = resp.extensions().get::<UpstreamEndpoint>() {
-                        entry.upstream = u.0.to_string();
-                    }
-                    if let Some(code) = status_code(resp.headers()) {
-                        entry.finish(code);
-                        return Ok(resp);
-                    }
-                    Ok(resp.map(|body| body.watched(entry)))
-                }
-                Err(e) => {
-                    let status = status_of(&e);
-                    entry.stage = status.stage.unwrap_or_default();
-                    entry.finish(status.code as usize);
-                    Err(e)
-                }
-            }
-        })
+        let body = std::mem::take(req.body_mut());
+        *req.body_mut() = body.watched(Counted(bytes_in));
+        Ok(Some(entry))
+    }
+
+    fn head(&self, entry: &mut Entry, resp: &Response) {
+        if let Some(u) = resp.extensions().get::<UpstreamEndpoint>() {
+            entry.upstream = u.0.to_string();
+        }
+    }
+
+    fn data(&self, entry: &mut Entry, data: &[u8]) {
+        entry.bytes_out += data.len() as u64;
+    }
+
+    fn end(&self, mut entry: Entry, end: End<'_>) {
+        if let End::Failed(e) = end {
+            entry.stage = status_of(e).stage.unwrap_or_default();
+        }
+        entry.write(&self.shared, end.code());
     }
 }
 

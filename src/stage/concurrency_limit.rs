@@ -2,21 +2,17 @@
 //! response body ends or is dropped, so an open stream counts for as long as it is open. Counts
 //! live in a sharded map (dashmap) bounded by `max_keys`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use dashmap::DashMap;
-use tower::{Layer, Service};
 
+use super::observe::{End, ObserveLayer, Observer};
 use super::{KeyError, Keyer};
 use crate::clock;
 use crate::config::ConcurrencyLimitConfig;
 use crate::grpc::Code;
-use crate::stack::Rejected;
-use crate::stack::{BoxError, Request, Response, Seen, Watch};
+use crate::stack::{Rejected, Request};
 
 struct Shared {
     max: usize,
@@ -30,18 +26,17 @@ struct Shared {
     last_sweep: AtomicU64,
 }
 
-/// The layer of one `concurrency_limit` stage.
+/// One `concurrency_limit` stage.
 #[derive(Clone)]
-pub struct ConcurrencyLimitLayer {
+pub struct ConcurrencyLimitStage {
     shared: Arc<Shared>,
 }
 
+/// The layer of a `concurrency_limit` stage.
+pub type ConcurrencyLimitLayer = ObserveLayer<ConcurrencyLimitStage>;
+
 /// A slot held by a call; dropping it frees the slot.
 pub struct Permit(Arc<AtomicUsize>);
-
-impl Watch for Permit {
-    fn seen(&mut self, _: Seen<'_>) {}
-}
 
 impl Drop for Permit {
     fn drop(&mut self) {
@@ -49,10 +44,10 @@ impl Drop for Permit {
     }
 }
 
-impl ConcurrencyLimitLayer {
+impl ConcurrencyLimitStage {
     /// From the YAML.
-    pub fn new(cfg: &ConcurrencyLimitConfig) -> ConcurrencyLimitLayer {
-        ConcurrencyLimitLayer {
+    pub fn new(cfg: &ConcurrencyLimitConfig) -> ConcurrencyLimitStage {
+        ConcurrencyLimitStage {
             shared: Arc::new(Shared {
                 max: cfg.max,
                 keyer: Keyer::new(&cfg.key, cfg.missing_key, &cfg.methods),
@@ -114,49 +109,17 @@ impl ConcurrencyLimitLayer {
     }
 }
 
-impl<S> Layer<S> for ConcurrencyLimitLayer {
-    type Service = ConcurrencyLimit<S>;
+/// The call holds its slot until it ends, however it ends (a stream counts for as long as it
+/// is open).
+impl Observer for ConcurrencyLimitStage {
+    type Call = Permit;
 
-    fn layer(&self, inner: S) -> ConcurrencyLimit<S> {
-        ConcurrencyLimit {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-/// The `concurrency_limit` service around `S`.
-#[derive(Clone)]
-pub struct ConcurrencyLimit<S> {
-    inner: S,
-    layer: ConcurrencyLimitLayer,
-}
-
-impl<S> Service<Request> for ConcurrencyLimit<S>
-where
-    S: Service<Request, Response = Response, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+    fn start(&self, req: &mut Request) -> Result<Option<Permit>, Rejected> {
+        self.acquire(req).map_err(|r| r.by("concurrency_limit"))
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        let permit = match self.layer.acquire(&req) {
-            Ok(Some(p)) => p,
-            Ok(None) => return Box::pin(self.inner.call(req)),
-            Err(r) => return Box::pin(std::future::ready(Err(r.by("concurrency_limit").into()))),
-        };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            // The slot is held until the response body ends or is dropped.
-            Ok(resp.map(|body| body.watched(permit)))
-        })
+    fn end(&self, permit: Permit, _: End<'_>) {
+        drop(permit);
     }
 }
 
@@ -174,7 +137,7 @@ mod tests {
 
     #[test]
     fn slots_are_per_key_and_freed_when_dropped() {
-        let l = ConcurrencyLimitLayer::new(&ConcurrencyLimitConfig {
+        let l = ConcurrencyLimitStage::new(&ConcurrencyLimitConfig {
             max: 2,
             key: KeySpec::Metadata("x-tenant".into()),
             methods: vec![],

@@ -12,7 +12,8 @@ mod check;
 mod concurrency_limit;
 mod jwt;
 mod key;
-pub(crate) mod metrics;
+mod metrics;
+mod observe;
 mod rate_limit;
 pub mod shared_limit;
 
@@ -22,17 +23,19 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 pub use access::AccessLayer;
-pub use access_log::{AccessLog, AccessLogLayer};
+pub use access_log::{AccessLogLayer, AccessLogStage};
 pub use api_key::ApiKeyLayer;
 pub use check::{Check, CheckLayer, Checked};
-pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
+pub use concurrency_limit::{ConcurrencyLimitLayer, ConcurrencyLimitStage};
 pub use jwt::JwtLayer;
 pub use key::{KeyError, Keyer};
-pub use metrics::{Metrics, MetricsLayer, Registry};
+pub use metrics::{MetricsLayer, MetricsStage};
 pub use rate_limit::RateLimitLayer;
 
 use crate::config::StageConfig;
 use crate::stack::{BoxError, BoxService, Request, Response};
+use crate::telemetry::Registry;
+use observe::ObserveLayer;
 
 /// The stages of one listener, built once and shared by every worker (their state — buckets,
 /// counts — is the listener's, not a worker's).
@@ -68,24 +71,28 @@ impl Stages {
                     StageConfig::RateLimit(c) => match &c.backend {
                         Some(b) => {
                             let l = shared_limit::SharedLimitLayer::new(c, b, listener, i);
-                            registry.add_limit_store(format!("{listener}:{i}"), l.store());
+                            shared_limit::StoreMetrics::add(
+                                registry,
+                                format!("{listener}:{i}"),
+                                l.store(),
+                            );
                             StageLayer::SharedLimit(l)
                         }
                         None => StageLayer::RateLimit(RateLimitLayer::new(c)),
                     },
                     StageConfig::ConcurrencyLimit(c) => {
-                        StageLayer::ConcurrencyLimit(ConcurrencyLimitLayer::new(c))
+                        StageLayer::ConcurrencyLimit(ObserveLayer(ConcurrencyLimitStage::new(c)))
                     }
                     StageConfig::Access(c) => StageLayer::Access(AccessLayer::new(c)),
                     StageConfig::Jwt(c) => StageLayer::Jwt(
                         JwtLayer::new(c).map_err(|e| format!("interceptors[{i}].jwt: {e}"))?,
                     ),
                     StageConfig::AccessLog(c) => StageLayer::AccessLog(
-                        AccessLogLayer::new(c)
+                        AccessLogStage::layer(c)
                             .map_err(|e| format!("interceptors[{i}].access_log: {e}"))?,
                     ),
                     StageConfig::Metrics(c) => {
-                        StageLayer::Metrics(MetricsLayer::new(c, registry.clone(), listener))
+                        StageLayer::Metrics(MetricsStage::layer(c, registry, listener))
                     }
                     StageConfig::Wasm(c) => StageLayer::Wasm(
                         crate::plugin::WasmLayer::new(c, registry)

@@ -28,6 +28,7 @@ mod group;
 pub mod health;
 mod instance;
 pub mod load;
+pub mod metrics;
 pub mod outlier;
 pub mod pool;
 

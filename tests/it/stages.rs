@@ -416,7 +416,7 @@ async fn metrics_count_a_known_mix_of_calls() {
     assert_eq!(
         metric(
             &text,
-            &format!("grpc_server_handling_seconds_bucket{{{unary},le=\"+Inf\"}}")
+            &format!("grpc_server_handling_seconds_bucket{{le=\"+Inf\",{unary}}}")
         ),
         5
     );

@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use tower::{Layer, Service};
 
 use self::redis::Verdict;
-pub use self::redis::{render, RedisStore};
+pub use self::redis::{RedisStore, StoreMetrics};
 use super::{KeyError, Keyer, RateLimitLayer};
 use crate::clock;
 use crate::config::{LimitBackend, OnBackendError, RateLimitConfig};

@@ -2,7 +2,6 @@
 //! background thread of the gateway, the GCRA script (one round trip, on Redis's clock),
 //! reconnection, and latency/error metrics.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -11,8 +10,12 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::runtime::Handle;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
+
 use crate::clock;
-use crate::stage::metrics::{escape, write_histogram};
+use crate::telemetry::{encode_family, Label, Named, Registry, Sample};
 
 /// After a failure, Redis is not asked again for this long (calls get the fallback at once).
 const RETRY_AFTER_MS: u64 = 500;
@@ -201,37 +204,72 @@ async fn connect(store: Weak<RedisStore>, client: redis::Client, n: usize, timeo
     }
 }
 
-/// The Prometheus text of these stores' metrics, each labelled with its stage.
-pub fn render(all: &[(String, Arc<RedisStore>)], out: &mut String) {
-    if all.is_empty() {
-        return;
+/// Every shared rate limit's store of a gateway, by stage (`listener:index`), for `/metrics`:
+/// `synapsor_rate_limit_backend_requests_total{stage,backend,result}` and the round-trip
+/// histogram `synapsor_rate_limit_backend_seconds{stage,backend}`.
+#[derive(Clone, Default)]
+pub struct StoreMetrics(Named<RedisStore>);
+
+impl std::fmt::Debug for StoreMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreMetrics")
     }
-    out.push_str("# HELP synapsor_rate_limit_backend_requests_total Requests to a shared rate limit's store, by result.\n# TYPE synapsor_rate_limit_backend_requests_total counter\n");
-    for (stage, s) in all {
-        for (result, n) in [("ok", &s.ok), ("error", &s.errors)] {
-            let _ = writeln!(
-                out,
-                "synapsor_rate_limit_backend_requests_total{{stage=\"{}\",backend=\"{}\",result=\"{result}\"}} {}",
-                escape(stage),
-                escape(&s.shown),
-                n.load(Ordering::Relaxed)
-            );
-        }
+}
+
+impl StoreMetrics {
+    /// Shows `store`'s metrics labelled with `stage`; a stage rebuilt by a reload replaces the
+    /// one before it.
+    pub fn add(registry: &Registry, stage: String, store: Arc<RedisStore>) {
+        let all = registry.collector("rate_limit_backends", StoreMetrics::default);
+        all.0.put(stage.into(), store);
     }
-    out.push_str("# HELP synapsor_rate_limit_backend_seconds Round trips of answered requests to a shared rate limit's store.\n# TYPE synapsor_rate_limit_backend_seconds histogram\n");
-    for (stage, s) in all {
-        write_histogram(
-            out,
+}
+
+impl Collector for StoreMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let all = self.0.all();
+        let labels = |stage: &str, s: &RedisStore| {
+            [
+                ("stage", Label::from(stage)),
+                ("backend", Label::from(&*s.shown)),
+            ]
+        };
+        encode_family(
+            &mut encoder,
+            "synapsor_rate_limit_backend_requests",
+            "Requests to a shared rate limit's store, by result.",
+            MetricType::Counter,
+            all.iter().flat_map(|(stage, s)| {
+                [("ok", &s.ok), ("error", &s.errors)].map(|(result, n)| {
+                    let [a, b] = labels(stage, s);
+                    let value = Sample::Counter(n.load(Ordering::Relaxed));
+                    ([a, b, ("result", Label::from(result))], value)
+                })
+            }),
+        )?;
+        let counts: Vec<Vec<u64>> = all
+            .iter()
+            .map(|(_, s)| {
+                s.buckets
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect()
+            })
+            .collect();
+        encode_family(
+            &mut encoder,
             "synapsor_rate_limit_backend_seconds",
-            &format!(
-                "stage=\"{}\",backend=\"{}\"",
-                escape(stage),
-                escape(&s.shown)
-            ),
-            &BUCKETS,
-            &s.buckets,
-            s.ok.load(Ordering::Relaxed),
-            s.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-        );
+            "Round trips of answered requests to a shared rate limit's store.",
+            MetricType::Histogram,
+            all.iter().zip(&counts).map(|((stage, s), counts)| {
+                let value = Sample::Histogram {
+                    bounds: &BUCKETS,
+                    counts,
+                    count: s.ok.load(Ordering::Relaxed),
+                    sum: s.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+                };
+                (labels(stage, s), value)
+            }),
+        )
     }
 }
