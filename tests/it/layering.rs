@@ -378,6 +378,56 @@ fn no_source_file_is_part_of_an_import_circle() {
     assert!(found.is_empty(), "import circles: {found:#?}");
 }
 
+/// At every folder, its entries — each file, and each sub-folder taken whole — import one
+/// another without a circle (`balance/` and `endpoint.rs` of `upstream/` may not use each
+/// other, even through different files).
+#[test]
+fn no_module_is_part_of_an_import_circle() {
+    let edges = graph();
+    let mut found = Vec::new();
+    let folders: BTreeSet<String> = edges
+        .keys()
+        .map(|f| {
+            f.rsplit_once('/')
+                .map_or(String::new(), |(d, _)| d.to_string())
+        })
+        .collect();
+    for folder in folders {
+        let prefix = if folder.is_empty() {
+            String::new()
+        } else {
+            format!("{folder}/")
+        };
+        // The entry of `folder` a file belongs to: its file name, or its sub-folder's name.
+        let entry = |file: &str| -> Option<String> {
+            let rest = file.strip_prefix(&prefix)?;
+            Some(
+                rest.split('/')
+                    .next()
+                    .unwrap_or(rest)
+                    .trim_end_matches(".rs")
+                    .to_string(),
+            )
+        };
+        let mut level: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (from, tos) in &edges {
+            let Some(a) = entry(from) else { continue };
+            for to in tos {
+                match entry(to) {
+                    Some(b) if b != a => {
+                        level.entry(a.clone()).or_default().insert(b);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for circle in circles(&level) {
+            found.push(format!("{prefix}{{{}}}", circle.join(", ")));
+        }
+    }
+    assert!(found.is_empty(), "module circles: {found:#?}");
+}
+
 /// The request path's layers, top first; a module may import only its own layer or lower ones.
 const LAYERS: [&[&str]; 5] = [
     &["server"],
