@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
+use synapsor::bench::upstream_request;
+use synapsor::bench::Router;
+use synapsor::bench::UpstreamGroup;
 use synapsor::config;
 use synapsor::grpc;
-use synapsor::proxy::upstream_request;
-use synapsor::route::Router;
-use synapsor::upstream::UpstreamGroup;
 
 fn head() -> http::request::Parts {
     let (parts, ()) = Request::post("http://gw.local/billing.v1.Invoices/Get")

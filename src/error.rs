@@ -78,7 +78,7 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    /// The gRPC status this error is answered with (DESIGN.md's table, in one place).
+    /// The gRPC status this error is answered with (docs/ARCHITECTURE.md's table).
     pub fn code(&self) -> Code {
         match self {
             ProxyError::NoRoute(_) => Code::Unimplemented,

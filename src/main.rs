@@ -238,7 +238,7 @@ fn check_tls(config: &synapsor::config::Config) -> bool {
     ok
 }
 
-async fn wait_for_signal(reloader: Option<synapsor::gateway::Reloader>) {
+async fn wait_for_signal(reloader: Option<synapsor::Reloader>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");

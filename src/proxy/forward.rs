@@ -36,11 +36,6 @@ impl Forward {
             routed: Arc::new(routed),
         }
     }
-
-    /// The routing table.
-    pub fn router(&self) -> &Router {
-        &self.router
-    }
 }
 
 /// The call to one fixed upstream group: what a route's own stages wrap.

@@ -23,10 +23,9 @@ use crate::error::ProxyError;
 use crate::grpc;
 use crate::stack::{status_of, Body, BoxError, Request, Response};
 
-pub use call::ForwardBody;
 pub use forward::{Forward, Stack, Upstreamed};
 pub use head::upstream_request;
-pub use hold::{held, HeldStreams};
+pub use hold::HeldStreams;
 pub use pump::{Dir, DirError};
 
 /// How a stream ended, for the debug log line.
@@ -148,7 +147,10 @@ where
         }
         dir.poll_forward(cx, &mut client).map_err(|e| match e {
             DirError::Src(e) => Some(e),
-            DirError::Dst(_) => None,
+            DirError::Dst(e) => {
+                tracing::trace!(error = %e, "writing to the client stream failed");
+                None
+            }
         })
     })
     .await;

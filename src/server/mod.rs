@@ -36,8 +36,6 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// Limits and HTTP/2 settings of one listener.
 #[derive(Clone, Debug)]
 pub struct ListenerSettings {
-    /// Most connections at once.
-    pub max_connections: usize,
     /// SETTINGS_MAX_CONCURRENT_STREAMS.
     pub max_concurrent_streams: u32,
     /// SETTINGS_MAX_HEADER_LIST_SIZE.
@@ -56,7 +54,6 @@ impl ListenerSettings {
     /// From the YAML, with the listener's TLS already loaded.
     pub fn from_config(c: &ListenerConfig, tls: Option<Arc<ServerTls>>) -> ListenerSettings {
         ListenerSettings {
-            max_connections: c.max_connections,
             max_concurrent_streams: c.max_concurrent_streams,
             max_header_list_size: c.max_header_list_size,
             handshake_timeout: c.handshake_timeout.0,

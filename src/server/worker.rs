@@ -17,8 +17,6 @@ pub struct Worker {
     incoming: Option<mpsc::Sender<Incoming>>,
     /// Its runtime, for the tasks that must run there (pool maintenance).
     pub runtime: Handle,
-    /// Its thread.
-    pub thread: std::thread::JoinHandle<()>,
 }
 
 /// Starts worker `index`'s thread and runtime; returns once the runtime runs. The worker
@@ -27,7 +25,8 @@ pub struct Worker {
 pub fn spawn(index: usize, mut exit: watch::Receiver<bool>) -> std::io::Result<Worker> {
     let (tx, mut rx) = mpsc::channel::<Incoming>(QUEUE);
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
+    // The thread is detached: it ends when its runtime has nothing left to serve.
+    std::thread::Builder::new()
         .name(format!("synapsor-w{index}"))
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -55,7 +54,6 @@ pub fn spawn(index: usize, mut exit: watch::Receiver<bool>) -> std::io::Result<W
     Ok(Worker {
         incoming: Some(tx),
         runtime,
-        thread,
     })
 }
 

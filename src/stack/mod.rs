@@ -65,7 +65,7 @@ impl Status {
 }
 
 /// The status a call ended by `err` is answered with: the one place gateway errors become gRPC
-/// statuses (DESIGN.md's table).
+/// statuses (the table in docs/ARCHITECTURE.md).
 pub fn status_of(err: &BoxError) -> Status {
     let mut stage = None;
     let (code, message, trailers) = if let Some(e) = err.downcast_ref::<ProxyError>() {

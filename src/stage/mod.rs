@@ -25,7 +25,7 @@ use tower::{Layer, Service};
 pub use access::AccessLayer;
 pub use access_log::{AccessLogLayer, AccessLogStage};
 pub use api_key::ApiKeyLayer;
-pub use check::{Check, CheckLayer, Checked};
+pub use check::{Check, CheckLayer};
 pub use concurrency_limit::{ConcurrencyLimitLayer, ConcurrencyLimitStage};
 pub use jwt::JwtLayer;
 pub use key::{KeyError, Keyer};

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 pub use conn::Conn;
 pub use maintain::{maintain, Maintained};
-pub use reach::{backoff, log_failure, Reach};
+pub use reach::{log_failure, Reach};
 
 use crate::clock;
 use crate::config::{PoolConfig, PoolMode};
