@@ -1,9 +1,12 @@
 //! Built-in stages (`rate_limit`, `concurrency_limit`, `api_key`, `jwt`, `access`, `metrics`,
-//! `access_log`) and WebAssembly plugins (`wasm`, hosted by [`crate::plugin`]). Each is a tower `Layer` over the one service type of [`crate::stack`]; a
-//! listener's `interceptors:` list becomes a [`Stack`] with the first stage outermost, so the YAML
-//! order is the execution order. A stage that rejects returns a [`Rejected`] error, which
+//! `access_log`) and WebAssembly plugins (`wasm`, hosted by [`crate::plugin`]). Each is a tower
+//! `Layer` over the one service type of [`crate::stack`]; a listener's `interceptors:` list (the
+//! YAML keeps that name) becomes [`Stages`], wrapped around the forwarder by the gateway assembly
+//! with the first stage outermost, so the YAML order is the execution order. A stage that
+//! rejects returns a [`Rejected`](crate::stack::Rejected) error, which
 //! [`crate::stack::status_of`] turns into a trailers-only gRPC status; the upstream is never
-//! touched.
+//! touched. Stages that only admit or refuse implement [`Check`]; stages that watch whole calls
+//! implement `observe::Observer` (docs/ARCHITECTURE.md, "Where to add a stage").
 
 mod access;
 mod access_log;
