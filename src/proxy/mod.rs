@@ -5,6 +5,7 @@
 
 mod call;
 mod forward;
+mod forward_body;
 mod head;
 mod hold;
 mod pump;
@@ -23,8 +24,8 @@ use crate::error::ProxyError;
 use crate::grpc;
 use crate::stack::{status_of, Body, BoxError, Request, Response};
 
-pub use call::ForwardBody;
 pub use forward::{Forward, Stack, Upstreamed};
+pub use forward_body::ForwardBody;
 pub use head::upstream_request;
 pub use hold::held;
 pub use pump::{Dir, DirError};
