@@ -18,6 +18,7 @@ mod seed;
 mod stage;
 mod tls;
 mod validate;
+mod validate_upstream;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -146,6 +146,58 @@ impl<'de> Deserialize<'de> for SeedPort {
     }
 }
 
+impl SeedEntry {
+    /// The warning for entry `i` when it is switched off (`ENABLED` or `POOL_ENABLED` false)
+    /// and so skipped.
+    fn skipped(&self, i: usize) -> Option<(String, String)> {
+        if self.enabled == Some(false) || self.pool_enabled == Some(false) {
+            let key = if self.enabled == Some(false) {
+                "ENABLED"
+            } else {
+                "POOL_ENABLED"
+            };
+            return Some((
+                format!("proxy.proxy_list[{i}].{key}"),
+                format!("{key} is false: entry {:?} skipped", self.name),
+            ));
+        }
+        None
+    }
+
+    /// The entry's pool: its keys over the native defaults, `DEFAULT_GRPC_CONN_NUM` kept open
+    /// (1 when unset), strict unless `POOL_MODEL` says loose.
+    fn pool(&self) -> PoolConfig {
+        let defaults = PoolConfig::default();
+        let min = self.conn_num.unwrap_or(1);
+        PoolConfig {
+            mode: self.pool_model.map(|m| m.0).unwrap_or(PoolMode::Strict),
+            min_connections: min,
+            max_connections: defaults.max_connections.max(min),
+            idle_timeout: self.request_idle_time.unwrap_or(defaults.idle_timeout),
+            max_lifetime: self.request_max_life.unwrap_or(defaults.max_lifetime),
+            reuse: self.reusable.unwrap_or(true),
+            dial_timeout: self.dial_timeout.unwrap_or(defaults.dial_timeout),
+            backoff_max_delay: self.backoff_max_delay.unwrap_or(defaults.backoff_max_delay),
+            keepalive_time: self.keepalive_time.unwrap_or(defaults.keepalive_time),
+            keepalive_timeout: self.keepalive_timeout.unwrap_or(defaults.keepalive_timeout),
+            ..defaults
+        }
+    }
+}
+
+/// The listener of entry `name`: the native listener defaults, on `listen`, in front of the
+/// upstream of the same name.
+fn seed_listener(name: String, listen: SocketAddr) -> ListenerConfig {
+    let defaults: ListenerConfig =
+        serde_yaml::from_str(&format!("{{ name: x, listen: \"{listen}\", upstream: x }}"))
+            .expect("listener defaults");
+    ListenerConfig {
+        name: name.clone(),
+        upstream: Some(name),
+        ..defaults
+    }
+}
+
 impl SeedFile {
     /// Maps the original file onto the native schema; returns the config, warnings for keys
     /// that have no effect (as the key's path in the original file and a message), and for each
@@ -161,16 +213,8 @@ impl SeedFile {
         let mut listeners = Vec::new();
         let mut upstreams = Vec::new();
         for (i, e) in self.proxy.proxy_list.into_iter().enumerate() {
-            if e.enabled == Some(false) || e.pool_enabled == Some(false) {
-                let key = if e.enabled == Some(false) {
-                    "ENABLED"
-                } else {
-                    "POOL_ENABLED"
-                };
-                warnings.push((
-                    format!("proxy.proxy_list[{i}].{key}"),
-                    format!("{key} is false: entry {:?} skipped", e.name),
-                ));
+            if let Some(skipped) = e.skipped(i) {
+                warnings.push(skipped);
                 continue;
             }
             if e.pool_enabled.is_some() {
@@ -181,21 +225,7 @@ impl SeedFile {
                         .to_string(),
                 ));
             }
-            let defaults = PoolConfig::default();
-            let min = e.conn_num.unwrap_or(1);
-            let pool = PoolConfig {
-                mode: e.pool_model.map(|m| m.0).unwrap_or(PoolMode::Strict),
-                min_connections: min,
-                max_connections: defaults.max_connections.max(min),
-                idle_timeout: e.request_idle_time.unwrap_or(defaults.idle_timeout),
-                max_lifetime: e.request_max_life.unwrap_or(defaults.max_lifetime),
-                reuse: e.reusable.unwrap_or(true),
-                dial_timeout: e.dial_timeout.unwrap_or(defaults.dial_timeout),
-                backoff_max_delay: e.backoff_max_delay.unwrap_or(defaults.backoff_max_delay),
-                keepalive_time: e.keepalive_time.unwrap_or(defaults.keepalive_time),
-                keepalive_timeout: e.keepalive_timeout.unwrap_or(defaults.keepalive_timeout),
-                ..defaults
-            };
+            let pool = e.pool();
             origin.push(i);
             upstreams.push(UpstreamConfig {
                 name: e.name.clone(),
@@ -209,16 +239,7 @@ impl SeedFile {
                 slow_start: Dur::default(),
                 resolve_interval: Dur::secs(30),
             });
-            let defaults: ListenerConfig = serde_yaml::from_str(&format!(
-                "{{ name: x, listen: \"{}\", upstream: x }}",
-                SocketAddr::new(addr, e.port.0)
-            ))
-            .expect("listener defaults");
-            listeners.push(ListenerConfig {
-                name: e.name.clone(),
-                upstream: Some(e.name),
-                ..defaults
-            });
+            listeners.push(seed_listener(e.name, SocketAddr::new(addr, e.port.0)));
         }
         let config = Config {
             runtime: Default::default(),

@@ -1,9 +1,11 @@
 //! Checks that go beyond the schema: names resolve, values are in range, matchers are well formed.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 
-use super::model::{Config, PoolMode, STOCK_MIN_PING_INTERVAL};
+use super::model::{Config, ListenerConfig, RouteConfig, STOCK_MIN_PING_INTERVAL};
 use super::stage::{check_method_pattern, StageConfig};
+use super::validate_upstream::validate_upstreams;
 
 /// Settings that are valid but likely to hurt, as (field path, message): a pool keepalive
 /// shorter than stock gRPC servers accept.
@@ -28,8 +30,17 @@ pub fn warnings(c: &Config) -> Vec<(String, String)> {
     out
 }
 
-/// The first problem found, as (field path, message).
+/// The first problem found, as (field path, message). The sections are checked in this order:
+/// the top level, the upstreams, the listeners (with their routes and stages), the plugins.
 pub fn validate(c: &Config) -> Result<(), (String, String)> {
+    validate_top_level(c)?;
+    let names = validate_upstreams(c)?;
+    validate_listeners(c, &names)?;
+    validate_plugins(c)
+}
+
+/// The sections that must not be empty, `runtime` and `reload`.
+fn validate_top_level(c: &Config) -> Result<(), (String, String)> {
     if c.listeners.is_empty() {
         return Err(("listeners".into(), "at least one listener is needed".into()));
     }
@@ -46,181 +57,141 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             "must be from 100ms to 1h".into(),
         ));
     }
-    let mut names = HashSet::new();
-    for (i, u) in c.upstreams.iter().enumerate() {
-        let at = |f: &str| format!("upstreams[{i}].{f}");
-        if u.name.is_empty() {
-            return Err((at("name"), "must not be empty".into()));
-        }
-        if !names.insert(u.name.as_str()) {
-            return Err((at("name"), format!("duplicate upstream name {:?}", u.name)));
-        }
-        if u.endpoints.is_empty() {
-            return Err((at("endpoints"), "at least one endpoint is needed".into()));
-        }
-        if let Some(h) = &u.health_check {
-            h.validate()
-                .map_err(|(f, m)| (at(&format!("health_check.{f}")), m))?;
-        }
-        if let Some(t) = &u.tls {
-            t.validate()
-                .map_err(|(f, m)| (at(&format!("tls.{f}")), m))?;
-        }
-        if let Some(o) = &u.outlier_detection {
-            o.validate()
-                .map_err(|(f, m)| (at(&format!("outlier_detection.{f}")), m))?;
-        }
-        if u.slow_start.0 > std::time::Duration::from_secs(3600) {
-            return Err((at("slow_start"), "must be at most 1h".into()));
-        }
-        if u.resolve_interval.0 < std::time::Duration::from_millis(100)
-            || u.resolve_interval.0 > std::time::Duration::from_secs(86_400)
-        {
-            return Err((at("resolve_interval"), "must be from 100ms to 24h".into()));
-        }
-        let mut seen = HashSet::new();
-        for (j, e) in u.endpoints.iter().enumerate() {
-            if !seen.insert(e.address.as_str()) {
-                return Err((
-                    at(&format!("endpoints[{j}]")),
-                    format!("endpoint {:?} is listed twice", e.address),
-                ));
-            }
-        }
-        let p = &u.pool;
-        if p.max_connections == 0 {
-            return Err((at("pool.max_connections"), "must be at least 1".into()));
-        }
-        if p.min_connections > p.max_connections {
-            return Err((
-                at("pool.min_connections"),
-                format!(
-                    "min_connections ({}) is larger than max_connections ({})",
-                    p.min_connections, p.max_connections
-                ),
-            ));
-        }
-        if p.max_connections > 1024 {
-            return Err((at("pool.max_connections"), "must be at most 1024".into()));
-        }
-        if p.dial_timeout.0.is_zero() {
-            return Err((at("pool.dial_timeout"), "must be more than 0".into()));
-        }
-        if p.mode == PoolMode::Strict && p.queue_timeout.0.is_zero() {
-            return Err((
-                at("pool.queue_timeout"),
-                "must be more than 0 in strict mode".into(),
-            ));
-        }
-        if p.queue_size == 0 || p.queue_size > 1_000_000 {
-            return Err((at("pool.queue_size"), "must be from 1 to 1000000".into()));
-        }
-        if !p.keepalive_time.0.is_zero() && p.keepalive_timeout.0.is_zero() {
-            return Err((
-                at("pool.keepalive_timeout"),
-                "must be more than 0 when keepalive_time is set".into(),
-            ));
-        }
-        if p.backoff_max_delay.0.is_zero() {
-            return Err((at("pool.backoff_max_delay"), "must be more than 0".into()));
-        }
-    }
+    Ok(())
+}
+
+/// Every listener, in order, against the upstream `names`.
+fn validate_listeners(c: &Config, names: &HashSet<&str>) -> Result<(), (String, String)> {
     let mut lnames = HashSet::new();
     let mut addrs = HashSet::new();
     for (i, l) in c.listeners.iter().enumerate() {
-        let at = |f: &str| format!("listeners[{i}].{f}");
-        if l.name.is_empty() {
-            return Err((at("name"), "must not be empty".into()));
+        validate_listener(c, i, l, names, &mut lnames, &mut addrs)?;
+    }
+    Ok(())
+}
+
+/// Listener `l` (number `i`): its name (added to `lnames`, the names of the listeners before it), TLS, address
+/// (added to `addrs`; not the admin one), upstream, limits, stages and routes.
+fn validate_listener<'c>(
+    c: &Config,
+    i: usize,
+    l: &'c ListenerConfig,
+    names: &HashSet<&str>,
+    lnames: &mut HashSet<&'c str>,
+    addrs: &mut HashSet<SocketAddr>,
+) -> Result<(), (String, String)> {
+    let at = |f: &str| format!("listeners[{i}].{f}");
+    if l.name.is_empty() {
+        return Err((at("name"), "must not be empty".into()));
+    }
+    if !lnames.insert(l.name.as_str()) {
+        return Err((at("name"), format!("duplicate listener name {:?}", l.name)));
+    }
+    if let Some(t) = &l.tls {
+        t.validate()
+            .map_err(|(f, m)| (at(&format!("tls.{f}")), m))?;
+    }
+    // Port 0 (any free port, as tests use) can never clash.
+    if l.listen.port() != 0 && !addrs.insert(l.listen) {
+        return Err((
+            at("listen"),
+            format!("{} is used by two listeners", l.listen),
+        ));
+    }
+    if c.admin.enabled && l.listen.port() != 0 && l.listen == c.admin.listen {
+        return Err((at("listen"), format!("{} is the admin address", l.listen)));
+    }
+    match &l.upstream {
+        Some(u) if !names.contains(u.as_str()) => {
+            return Err((at("upstream"), unknown_upstream(u, names)));
         }
-        if !lnames.insert(l.name.as_str()) {
-            return Err((at("name"), format!("duplicate listener name {:?}", l.name)));
-        }
-        if let Some(t) = &l.tls {
-            t.validate()
-                .map_err(|(f, m)| (at(&format!("tls.{f}")), m))?;
-        }
-        // Port 0 (any free port, as tests use) can never clash.
-        if l.listen.port() != 0 && !addrs.insert(l.listen) {
+        None if l.routes.is_empty() => {
             return Err((
-                at("listen"),
-                format!("{} is used by two listeners", l.listen),
+                at("upstream"),
+                "a listener needs an upstream, or routes to pick one".into(),
             ));
         }
-        if c.admin.enabled && l.listen.port() != 0 && l.listen == c.admin.listen {
-            return Err((at("listen"), format!("{} is the admin address", l.listen)));
+        _ => {}
+    }
+    validate_limits(l).map_err(|(f, m)| (at(&f), m))?;
+    for (j, stage) in l.interceptors.iter().enumerate() {
+        validate_stage(stage).map_err(|(f, m)| {
+            let kind = stage.kind();
+            (format!("listeners[{i}].interceptors[{j}].{kind}.{f}"), m)
+        })?;
+    }
+    for (j, r) in l.routes.iter().enumerate() {
+        validate_route(i, j, r, names)?;
+    }
+    Ok(())
+}
+
+/// The first problem in one listener's connection and HTTP/2 limits, as (field within the
+/// listener, message).
+fn validate_limits(l: &ListenerConfig) -> Result<(), (String, String)> {
+    if l.max_connections == 0 || l.max_connections > 1_000_000 {
+        return Err(("max_connections".into(), "must be from 1 to 1000000".into()));
+    }
+    if l.max_concurrent_streams == 0 {
+        return Err(("max_concurrent_streams".into(), "must be at least 1".into()));
+    }
+    if l.max_header_list_size < 1024 {
+        return Err((
+            "max_header_list_size".into(),
+            "must be at least 1024".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Route `j` of listener `i`: exactly one well-formed matcher, a known upstream, its stages.
+fn validate_route(
+    i: usize,
+    j: usize,
+    r: &RouteConfig,
+    names: &HashSet<&str>,
+) -> Result<(), (String, String)> {
+    let at = |f: &str| format!("listeners[{i}].routes[{j}]{f}");
+    match (&r.path_prefix, &r.metadata) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err((
+                at(""),
+                "a route needs exactly one of path_prefix or metadata".into(),
+            ))
         }
-        match &l.upstream {
-            Some(u) if !names.contains(u.as_str()) => {
-                return Err((at("upstream"), unknown_upstream(u, &names)));
-            }
-            None if l.routes.is_empty() => {
+        (Some(p), None) if !p.starts_with('/') => {
+            return Err((
+                at(".path_prefix"),
+                format!("{p:?} must start with '/' (for example /pkg.Service/)"),
+            ))
+        }
+        (None, Some(m)) => {
+            if http::HeaderName::from_bytes(m.name.as_bytes()).is_err()
+                || m.name.bytes().any(|b| b.is_ascii_uppercase())
+                || m.name.starts_with(':')
+            {
                 return Err((
-                    at("upstream"),
-                    "a listener needs an upstream, or routes to pick one".into(),
+                    at(".metadata.name"),
+                    format!("{:?} is not a valid lower-case metadata name", m.name),
                 ));
             }
-            _ => {}
-        }
-        if l.max_connections == 0 || l.max_connections > 1_000_000 {
-            return Err((at("max_connections"), "must be from 1 to 1000000".into()));
-        }
-        if l.max_concurrent_streams == 0 {
-            return Err((at("max_concurrent_streams"), "must be at least 1".into()));
-        }
-        if l.max_header_list_size < 1024 {
-            return Err((at("max_header_list_size"), "must be at least 1024".into()));
-        }
-        for (j, stage) in l.interceptors.iter().enumerate() {
-            validate_stage(stage).map_err(|(f, m)| {
-                let kind = stage.kind();
-                (format!("listeners[{i}].interceptors[{j}].{kind}.{f}"), m)
-            })?;
-        }
-        for (j, r) in l.routes.iter().enumerate() {
-            let at = |f: &str| format!("listeners[{i}].routes[{j}]{f}");
-            match (&r.path_prefix, &r.metadata) {
-                (Some(_), Some(_)) | (None, None) => {
-                    return Err((
-                        at(""),
-                        "a route needs exactly one of path_prefix or metadata".into(),
-                    ))
-                }
-                (Some(p), None) if !p.starts_with('/') => {
-                    return Err((
-                        at(".path_prefix"),
-                        format!("{p:?} must start with '/' (for example /pkg.Service/)"),
-                    ))
-                }
-                (None, Some(m)) => {
-                    if http::HeaderName::from_bytes(m.name.as_bytes()).is_err()
-                        || m.name.bytes().any(|b| b.is_ascii_uppercase())
-                        || m.name.starts_with(':')
-                    {
-                        return Err((
-                            at(".metadata.name"),
-                            format!("{:?} is not a valid lower-case metadata name", m.name),
-                        ));
-                    }
-                    if http::HeaderValue::from_str(&m.value).is_err() {
-                        return Err((
-                            at(".metadata.value"),
-                            format!("{:?} is not a valid metadata value", m.value),
-                        ));
-                    }
-                }
-                _ => {}
-            }
-            if !names.contains(r.upstream.as_str()) {
-                return Err((at(".upstream"), unknown_upstream(&r.upstream, &names)));
-            }
-            for (k, stage) in r.interceptors.iter().enumerate() {
-                validate_stage(stage).map_err(|(f, m)| {
-                    (at(&format!(".interceptors[{k}].{}.{f}", stage.kind())), m)
-                })?;
+            if http::HeaderValue::from_str(&m.value).is_err() {
+                return Err((
+                    at(".metadata.value"),
+                    format!("{:?} is not a valid metadata value", m.value),
+                ));
             }
         }
+        _ => {}
     }
-    validate_plugins(c)
+    if !names.contains(r.upstream.as_str()) {
+        return Err((at(".upstream"), unknown_upstream(&r.upstream, names)));
+    }
+    for (k, stage) in r.interceptors.iter().enumerate() {
+        validate_stage(stage)
+            .map_err(|(f, m)| (at(&format!(".interceptors[{k}].{}.{f}", stage.kind())), m))?;
+    }
+    Ok(())
 }
 
 /// Plugin names are unique (they key metrics and counters), and all plugins' instances fit the

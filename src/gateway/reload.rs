@@ -183,16 +183,58 @@ fn stack_shape(l: &ListenerConfig) -> String {
     yaml(&(&l.upstream, &l.routes, &l.interceptors))
 }
 
+/// Everything of a reload that can fail, done before anything changes: the new groups built,
+/// the changed ones' lookups and TLS, the listeners' new stacks and sockets.
 fn prepare(old: Snapshot, mut config: Config) -> Result<Prepared, String> {
+    let notes = keep_restart_only(&old.config, &mut config);
+    let (added, changed, groups) = plan_groups(&old, &config)?;
+    let removed: Vec<String> = old
+        .groups
+        .keys()
+        .filter(|n| !groups.contains_key(*n))
+        .cloned()
+        .collect();
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        plan_listener(&old, l, &groups, &mut listeners)?;
+    }
+    for o in &old.config.listeners {
+        if !config.listeners.iter().any(|l| l.name == o.name) {
+            listeners.push(ListenerPlan::Remove(o.name.clone()));
+        }
+    }
+    Ok(Prepared {
+        config,
+        added,
+        changed,
+        removed,
+        listeners,
+        notes,
+    })
+}
+
+/// Puts the running `runtime` and `admin` sections back into `config` where it changed them
+/// (they need a restart); a note for each.
+fn keep_restart_only(running: &Config, config: &mut Config) -> Vec<String> {
     let mut notes = Vec::new();
-    if yaml(&config.runtime) != yaml(&old.config.runtime) {
+    if yaml(&config.runtime) != yaml(&running.runtime) {
         notes.push("runtime changes need a restart (left as they were)".to_string());
-        config.runtime = old.config.runtime.clone();
+        config.runtime = running.runtime.clone();
     }
-    if yaml(&config.admin) != yaml(&old.config.admin) {
+    if yaml(&config.admin) != yaml(&running.admin) {
         notes.push("admin changes need a restart (left as they were)".to_string());
-        config.admin = old.config.admin.clone();
+        config.admin = running.admin.clone();
     }
+    notes
+}
+
+/// The upstream groups of `config`, as (added, changed, all): the new ones built (not started
+/// yet), the running ones whose config changed with fresh lookups of their names and their TLS
+/// loaded, and every group by name (the running ones kept).
+fn plan_groups(
+    old: &Snapshot,
+    config: &Config,
+) -> Result<(Groups, Vec<GroupChange>, Groups), String> {
     let mut added = Groups::new();
     let mut changed = Vec::new();
     let mut groups = Groups::new();
@@ -214,55 +256,47 @@ fn prepare(old: Snapshot, mut config: Config) -> Result<Prepared, String> {
             }
         }
     }
-    let removed: Vec<String> = old
-        .groups
-        .keys()
-        .filter(|n| !groups.contains_key(*n))
-        .cloned()
-        .collect();
-    let mut listeners = Vec::new();
-    for l in &config.listeners {
-        let before = old.config.listeners.iter().find(|o| o.name == l.name);
-        let plan = match before {
-            Some(b) if b.listen == l.listen => {
-                if stack_shape(b) != stack_shape(l) {
-                    let serving = build::listener_serving(l, &groups, &old.registry, old.workers)
-                        .map_err(|e| format!("{e:#}"))?;
-                    ListenerPlan::Stack(l.clone(), serving)
-                } else if yaml(b) != yaml(l) {
-                    let settings = build::listener_settings(l).map_err(|e| format!("{e:#}"))?;
-                    ListenerPlan::Settings(l.clone(), settings)
-                } else {
-                    continue;
-                }
-            }
-            _ => {
-                let sock = server::bind(l.listen).map_err(|e| {
-                    format!("listener {:?}: cannot listen on {}: {e}", l.name, l.listen)
-                })?;
-                let serving = build::listener_serving(l, &groups, &old.registry, old.workers)
+    Ok((added, changed, groups))
+}
+
+/// What listener `l` of the new config needs, pushed onto `plans` (over `groups`, all the new
+/// config's groups): nothing when it did not change; a new stack, or new settings, when it stays
+/// on its address; else a new socket and stack (after the removal of the one it replaces, when
+/// it moved).
+fn plan_listener(
+    old: &Snapshot,
+    l: &ListenerConfig,
+    groups: &Groups,
+    plans: &mut Vec<ListenerPlan>,
+) -> Result<(), String> {
+    let before = old.config.listeners.iter().find(|o| o.name == l.name);
+    let plan = match before {
+        Some(b) if b.listen == l.listen => {
+            if stack_shape(b) != stack_shape(l) {
+                let serving = build::listener_serving(l, groups, &old.registry, old.workers)
                     .map_err(|e| format!("{e:#}"))?;
-                if before.is_some() {
-                    listeners.push(ListenerPlan::Remove(l.name.clone()));
-                }
-                ListenerPlan::Bind(l.clone(), sock, serving)
+                ListenerPlan::Stack(l.clone(), serving)
+            } else if yaml(b) != yaml(l) {
+                let settings = build::listener_settings(l).map_err(|e| format!("{e:#}"))?;
+                ListenerPlan::Settings(l.clone(), settings)
+            } else {
+                return Ok(());
             }
-        };
-        listeners.push(plan);
-    }
-    for o in &old.config.listeners {
-        if !config.listeners.iter().any(|l| l.name == o.name) {
-            listeners.push(ListenerPlan::Remove(o.name.clone()));
         }
-    }
-    Ok(Prepared {
-        config,
-        added,
-        changed,
-        removed,
-        listeners,
-        notes,
-    })
+        _ => {
+            let sock = server::bind(l.listen).map_err(|e| {
+                format!("listener {:?}: cannot listen on {}: {e}", l.name, l.listen)
+            })?;
+            let serving = build::listener_serving(l, groups, &old.registry, old.workers)
+                .map_err(|e| format!("{e:#}"))?;
+            if before.is_some() {
+                plans.push(ListenerPlan::Remove(l.name.clone()));
+            }
+            ListenerPlan::Bind(l.clone(), sock, serving)
+        }
+    };
+    plans.push(plan);
+    Ok(())
 }
 
 fn apply(live: &mut Live, p: Prepared) -> String {

@@ -5,43 +5,26 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::FutureExt;
-use h2::{RecvStream, SendStream};
+use h2::client::ResponseFuture;
+use h2::RecvStream;
 use http::request::Parts;
-use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
+use super::forward_body::{stream_error, ForwardBody, InFlight};
 use super::head::upstream_request;
 use super::hold::{Opened, Unanswered};
-use super::pump::{Dir, DirError};
+use super::pump::Dir;
 use crate::error::ProxyError;
 use crate::grpc;
-use crate::stack::{Body, BoxError, Response};
-use crate::upstream::endpoint::{Endpoint, EndpointState};
-use crate::upstream::outlier::Outlier;
-use crate::upstream::pool::{AcquireError, Lease};
+use crate::stack::{Body, Response};
+use crate::upstream::endpoint::Endpoint;
+use crate::upstream::pool::AcquireError;
 use crate::upstream::{Members, Upstream};
-
-/// Counts a stream against its endpoint for as long as it is open.
-struct InFlight(Arc<EndpointState>);
-
-impl InFlight {
-    fn new(ep: &Endpoint) -> InFlight {
-        ep.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(ep.state.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// A call being proxied.
 pub struct Call {
@@ -58,6 +41,15 @@ pub struct Call {
 enum Headers {
     Response(Result<http::Response<RecvStream>, h2::Error>),
     Timeout(ProxyError),
+}
+
+/// Where an attempt's stream went and when: the endpoint (and its index in the call's
+/// members), with the stream counted in flight there for as long as it is open.
+struct Sent {
+    in_flight: InFlight,
+    ep: Arc<Endpoint>,
+    index: usize,
+    at: Instant,
 }
 
 /// How one attempt (one upstream stream) ended.
@@ -122,6 +114,27 @@ impl Retry {
         self.avoid = Some(index);
         self.refused = Some(index);
         true
+    }
+
+    /// Until when a call going back to the endpoint that refused it waits for one of that
+    /// endpoint's streams to end: [`REFUSED_PAUSE`] doubled per refusal (up to 32 times), or
+    /// `until` if sooner.
+    fn pause_until(&self, until: Instant) -> Instant {
+        let pause = REFUSED_PAUSE * (1 << self.refusals.min(5));
+        until.min(Instant::now() + pause)
+    }
+
+    /// The error of a call whose stream endpoint `ep` of `upstream` kept refusing, with no slot
+    /// there before its time to try ran out.
+    fn gave_up(&self, upstream: &str, ep: &Endpoint) -> ProxyError {
+        ProxyError::NotStarted {
+            upstream: upstream.to_string(),
+            endpoint: ep.address.to_string(),
+            reason: format!(
+                "refused the stream {} times, no slot within queue_timeout (last: {})",
+                self.refusals, self.last_refusal
+            ),
+        }
     }
 
     /// The error to report: when the last one only says no endpoint was left, the first
@@ -208,11 +221,14 @@ impl Call {
         deadline: &mut Option<Pin<Box<Sleep>>>,
     ) -> Attempt {
         let ep = self.members.endpoints[opened.index].clone();
-        let index = opened.index;
-        let in_flight = InFlight::new(&ep);
-        let sent_at = Instant::now();
+        let sent = Sent {
+            in_flight: InFlight::new(&ep),
+            ep,
+            index: opened.index,
+            at: Instant::now(),
+        };
         // Until the backend answers, dropping the call hands the stream to `hold`.
-        let mut unanswered = Unanswered::new(opened, sent_at, self.client_resets.as_ref());
+        let mut unanswered = Unanswered::new(opened, sent.at, self.client_resets.as_ref());
         let mut header_timer: Option<Pin<Box<Sleep>>> = self
             .members
             .request_timeout
@@ -227,39 +243,18 @@ impl Call {
                     req_broken = true;
                 }
             }
-            if let Poll::Ready(r) = opened.response.poll_unpin(cx) {
-                return Poll::Ready(Headers::Response(r));
-            }
-            if let Some(d) = deadline.as_mut() {
-                if d.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Headers::Timeout(self.deadline_error()));
-                }
-            }
-            if let Some(t) = header_timer.as_mut() {
-                if t.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Headers::Timeout(ProxyError::RequestTimeout {
-                        upstream: self.upstream.name.to_string(),
-                        timeout: self.members.request_timeout.unwrap_or_default(),
-                    }));
-                }
-            }
-            Poll::Pending
+            self.poll_headers(cx, &mut opened.response, deadline, &mut header_timer)
         })
         .await;
         let resp = match got {
             Headers::Response(Ok(resp)) => resp,
             Headers::Response(Err(e)) => {
                 drop(unanswered.settle()); // The stream is over already.
-                let err = stream_error(&self.upstream.name, &ep, &e, true);
-                if err.never_started() {
-                    return Attempt::Refused(index, err); // Counted by `Retry::refused`.
-                }
-                self.failed(&ep);
-                return Attempt::Failed(err);
+                return self.lost(&sent, &e);
             }
             Headers::Timeout(err) => {
                 if let ProxyError::RequestTimeout { .. } = err {
-                    self.failed(&ep);
+                    self.failed(&sent.ep);
                 }
                 // Reset as a client's cancel is: at once, or held while a flood of early
                 // resets (a client sending calls with tiny deadlines) would trip the backend.
@@ -268,7 +263,65 @@ impl Call {
             }
         };
         let opened = unanswered.settle();
-        ep.latency.observe(sent_at.elapsed().as_nanos() as u64);
+        Attempt::Answered(self.answered(resp, sent, opened, dir, req_broken, deadline))
+    }
+
+    /// What ends phase B, polled in this order: the response headers on `response`, the call's
+    /// `deadline`, the upstream's `request_timeout` (`header_timer`). `Pending` (with `cx`
+    /// registered on all three) while none has come.
+    fn poll_headers(
+        &self,
+        cx: &mut Context<'_>,
+        response: &mut ResponseFuture,
+        deadline: &mut Option<Pin<Box<Sleep>>>,
+        header_timer: &mut Option<Pin<Box<Sleep>>>,
+    ) -> Poll<Headers> {
+        if let Poll::Ready(r) = response.poll_unpin(cx) {
+            return Poll::Ready(Headers::Response(r));
+        }
+        if let Some(d) = deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Headers::Timeout(self.deadline_error()));
+            }
+        }
+        if let Some(t) = header_timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Headers::Timeout(ProxyError::RequestTimeout {
+                    upstream: self.upstream.name.to_string(),
+                    timeout: self.members.request_timeout.unwrap_or_default(),
+                }));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Phase B ended with the stream `sent` failing (`e`) before its response headers: refused
+    /// when the upstream never processed it (the call may try again), else failed, counted
+    /// against the endpoint.
+    fn lost(&self, sent: &Sent, e: &h2::Error) -> Attempt {
+        let err = stream_error(&self.upstream.name, &sent.ep, e, true);
+        if err.never_started() {
+            return Attempt::Refused(sent.index, err); // Counted by `Retry::refused`.
+        }
+        self.failed(&sent.ep);
+        Attempt::Failed(err)
+    }
+
+    /// Phase B's end: the response headers `resp` of the stream `sent` (`opened`, settled) came.
+    /// Records the endpoint's latency, drops the request's replay buffer, and makes the call's
+    /// response: trailers-only, or with a [`ForwardBody`] that takes over the request (`dir`,
+    /// `req_broken`), the `deadline`, the stream slot and the in-flight count.
+    fn answered(
+        &self,
+        resp: http::Response<RecvStream>,
+        sent: Sent,
+        opened: Opened,
+        dir: &mut Dir,
+        req_broken: bool,
+        deadline: &mut Option<Pin<Box<Sleep>>>,
+    ) -> Response {
+        let ep = sent.ep;
+        ep.latency.observe(sent.at.elapsed().as_nanos() as u64);
         dir.forget_replay();
         let (mut head, body) = resp.into_parts();
         grpc::strip_hop_by_hop(&mut head.headers);
@@ -299,7 +352,7 @@ impl Call {
                     .clone()
                     .map(|o| (o, self.members.clone())),
                 _lease: opened.lease,
-                _in_flight: in_flight,
+                _in_flight: sent.in_flight,
             })
         };
         let mut resp = Response::from_parts(head, body);
@@ -307,7 +360,7 @@ impl Call {
             .insert(crate::stack::UpstreamEndpoint(ep_address));
         resp.extensions_mut()
             .insert(crate::stack::UpstreamGroup(self.upstream.name.clone()));
-        Attempt::Answered(resp)
+        resp
     }
 
     /// Picks an endpoint and opens a stream on it. On error, says which endpoint failed.
@@ -327,46 +380,17 @@ impl Call {
         if retry.refused == Some(index) {
             // Back to the endpoint that refused the stream: wait for one of its streams to
             // end (or a moment, when it had none other open) before trying it again.
-            let pause = REFUSED_PAUSE * (1 << retry.refusals.min(5));
             let until = retry.until.unwrap_or_else(Instant::now);
-            if !ep
-                .pool
-                .wait_for_release(until.min(Instant::now() + pause))
-                .await
-                && Instant::now() >= until
+            if !ep.pool.wait_for_release(retry.pause_until(until)).await && Instant::now() >= until
             {
-                return Err(fail(ProxyError::NotStarted {
-                    upstream: name.to_string(),
-                    endpoint: ep.address.to_string(),
-                    reason: format!(
-                        "refused the stream {} times, no slot within queue_timeout (last: {})",
-                        retry.refusals, retry.last_refusal
-                    ),
-                }));
+                return Err(fail(retry.gave_up(name, ep)));
             }
         }
-        let lease = ep.pool.acquire().await.map_err(|e| match e {
-            AcquireError::Connect(reason) => {
-                let (n, wait) = ep.reach.failed(up.backoff_max, &reason);
-                crate::upstream::pool::log_failure(name, &ep.address, n, wait, &reason);
-                self.failed(ep);
-                fail(ProxyError::Connect {
-                    upstream: name.to_string(),
-                    endpoint: ep.address.to_string(),
-                    reason,
-                })
-            }
-            AcquireError::Retired => fail(ProxyError::NotStarted {
-                upstream: name.to_string(),
-                endpoint: ep.address.to_string(),
-                reason: "the endpoint left the group".into(),
-            }),
-            AcquireError::Exhausted(reason) => fail(ProxyError::PoolExhausted {
-                upstream: name.to_string(),
-                endpoint: ep.address.to_string(),
-                reason,
-            }),
-        })?;
+        let lease = ep
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| fail(self.acquire_error(ep, e)))?;
         let mut sender = lease.sender();
         let not_started = |e: h2::Error| {
             fail(ProxyError::NotStarted {
@@ -378,13 +402,7 @@ impl Call {
         poll_fn(|cx| sender.poll_ready(cx))
             .await
             .map_err(not_started)?;
-        let remaining = match self.deadline {
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(r) if !r.is_zero() => Some(r),
-                _ => return Err((None, self.deadline_error())),
-            },
-            None => None,
-        };
+        let remaining = self.remaining().map_err(|e| (None, e))?;
         let req = upstream_request(&self.parts, &ep.address, remaining);
         let (response, send) = sender
             .send_request(req, end_of_stream)
@@ -395,6 +413,46 @@ impl Call {
             response,
             send,
         })
+    }
+
+    /// The call's error when endpoint `ep` had no stream slot for it (`e`). A failed connect is
+    /// also counted (and logged) against the endpoint's reachability and outlier detection.
+    fn acquire_error(&self, ep: &Arc<Endpoint>, e: AcquireError) -> ProxyError {
+        let name = &self.upstream.name;
+        match e {
+            AcquireError::Connect(reason) => {
+                let (n, wait) = ep.reach.failed(self.members.backoff_max, &reason);
+                crate::upstream::pool::log_failure(name, &ep.address, n, wait, &reason);
+                self.failed(ep);
+                ProxyError::Connect {
+                    upstream: name.to_string(),
+                    endpoint: ep.address.to_string(),
+                    reason,
+                }
+            }
+            AcquireError::Retired => ProxyError::NotStarted {
+                upstream: name.to_string(),
+                endpoint: ep.address.to_string(),
+                reason: "the endpoint left the group".into(),
+            },
+            AcquireError::Exhausted(reason) => ProxyError::PoolExhausted {
+                upstream: name.to_string(),
+                endpoint: ep.address.to_string(),
+                reason,
+            },
+        }
+    }
+
+    /// The time left before the call's deadline, for the upstream's `grpc-timeout` (`None`: no
+    /// deadline); the deadline error once none is left.
+    fn remaining(&self) -> Result<Option<Duration>, ProxyError> {
+        match self.deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(r) if !r.is_zero() => Ok(Some(r)),
+                _ => Err(self.deadline_error()),
+            },
+            None => Ok(None),
+        }
     }
 }
 
@@ -444,110 +502,5 @@ async fn sleep_opt(s: &mut Option<Pin<Box<Sleep>>>) {
     match s {
         Some(s) => s.as_mut().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Classifies an upstream stream error. `before_headers`: no response headers yet.
-fn stream_error(name: &str, ep: &Endpoint, e: &h2::Error, before_headers: bool) -> ProxyError {
-    let upstream = name.to_string();
-    let endpoint = ep.address.to_string();
-    if e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM) && before_headers {
-        return ProxyError::NotStarted {
-            upstream,
-            endpoint,
-            reason: e.to_string(),
-        };
-    }
-    if e.is_go_away() && e.is_remote() && before_headers && e.reason() == Some(h2::Reason::NO_ERROR)
-    {
-        // After a graceful GOAWAY, h2 fails only the streams the peer never processed.
-        return ProxyError::NotStarted {
-            upstream,
-            endpoint,
-            reason: e.to_string(),
-        };
-    }
-    match e.reason() {
-        Some(reason) if e.is_reset() => ProxyError::UpstreamReset { upstream, reason },
-        _ => ProxyError::UpstreamLost {
-            upstream,
-            reason: e.to_string(),
-        },
-    }
-}
-
-/// The body of a forwarded response: the upstream's frames as they arrive. Polling it also keeps
-/// the request body flowing upstream (a bidi call's client may still be sending) and watches the
-/// deadline. Dropping it before the end resets the upstream stream; the stream slot and the
-/// endpoint's in-flight count are given back when it drops.
-pub struct ForwardBody {
-    response: Body,
-    request: Dir,
-    request_sink: SendStream<Bytes>,
-    request_broken: bool,
-    deadline: Option<Pin<Box<Sleep>>>,
-    started: Instant,
-    upstream: Arc<str>,
-    endpoint: Arc<Endpoint>,
-    /// Outlier detection: the policy and the members it counts against.
-    outlier: Option<(Arc<Outlier>, Arc<Members>)>,
-    _lease: Lease,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for ForwardBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if !this.request_broken && !this.request.is_done() {
-            if let Poll::Ready(Err(e)) = this.request.poll_forward(cx, &mut this.request_sink) {
-                // A client that reset is noticed by the server; an upstream that stopped
-                // reading says why in its response.
-                if let DirError::Src(_) = e {
-                    this.request_sink.send_reset(h2::Reason::CANCEL);
-                }
-                this.request_broken = true;
-            }
-        }
-        if let Some(d) = this.deadline.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                this.deadline = None;
-                this.request_sink.send_reset(h2::Reason::CANCEL);
-                this.request_broken = true;
-                let err = ProxyError::Deadline(this.started.elapsed());
-                return Poll::Ready(Some(Err(err.into())));
-            }
-        }
-        match Pin::new(&mut this.response).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                // Only the trailers settle the call; data frames leave the policy in place.
-                if let Some(t) = frame.trailers_ref() {
-                    if let Some((o, m)) = this.outlier.take() {
-                        o.record_status(&this.endpoint, &m.endpoints, grpc::status_code(t));
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some((o, m)) = this.outlier.take() {
-                    o.failure(&this.endpoint, &m.endpoints, usize::MAX);
-                }
-                let err = match e.downcast::<h2::Error>() {
-                    Ok(h2e) => stream_error(&this.upstream, &this.endpoint, &h2e, false),
-                    Err(other) => return Poll::Ready(Some(Err(other))),
-                };
-                Poll::Ready(Some(Err(err.into())))
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.response.is_end_stream()
     }
 }

@@ -5,6 +5,7 @@
 
 mod call;
 mod forward;
+mod forward_body;
 mod head;
 mod hold;
 mod pump;
@@ -24,6 +25,7 @@ use crate::grpc;
 use crate::stack::{status_of, Body, BoxError, Request, Response};
 
 pub use forward::{Forward, Stack, Upstreamed};
+pub use forward_body::ForwardBody;
 pub use head::upstream_request;
 pub use hold::HeldStreams;
 pub use pump::{Dir, DirError};

@@ -13,7 +13,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use h2::SendStream;
 use http::HeaderMap;
-use http_body::Body as _;
+use http_body::{Body as _, Frame};
 
 use crate::stack::{Body, BoxError};
 
@@ -122,35 +122,8 @@ impl Dir {
             if self.pending.is_none() {
                 self.pending = self.queue.pop_front();
             }
-            if let Some(chunk) = &mut self.pending {
-                // Ask for capacity only when what is already assigned does not cover the
-                // chunk, and then for at least RESERVE bytes, so a run of small frames takes
-                // one reservation instead of one each (every h2 call takes its lock).
-                let mut cap = dst.capacity();
-                if cap < chunk.len() {
-                    dst.reserve_capacity(chunk.len().max(RESERVE));
-                    cap = dst.capacity();
-                }
-                if cap == 0 {
-                    match ready!(dst.poll_capacity(cx)) {
-                        Some(Ok(n)) => cap = n,
-                        Some(Err(e)) => return Poll::Ready(Err(DirError::Dst(e))),
-                        None => {
-                            return Poll::Ready(Err(DirError::Dst(h2::Error::from(
-                                h2::Reason::STREAM_CLOSED,
-                            ))))
-                        }
-                    }
-                    if cap == 0 {
-                        continue;
-                    }
-                }
-                let n = cap.min(chunk.len());
-                let part = chunk.split_to(n);
-                if chunk.is_empty() {
-                    self.pending = None;
-                }
-                dst.send_data(part, false).map_err(DirError::Dst)?;
+            if self.pending.is_some() {
+                ready!(self.poll_send_pending(cx, dst))?;
                 continue;
             }
             if let Some(e) = self.failed.take() {
@@ -165,26 +138,74 @@ impl Dir {
                 continue;
             }
             match ready!(Pin::new(&mut self.src).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        if data.is_empty() {
-                            continue;
-                        }
-                        self.keep_for_replay(&data);
-                        self.pending = Some(if data.len() < COALESCE {
-                            self.join_waiting(cx, data)
-                        } else {
-                            data
-                        });
-                    }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            self.end_with(trailers);
-                        }
-                    }
-                },
+                Some(Ok(frame)) => self.take_frame(cx, frame),
                 Some(Err(e)) => return Poll::Ready(Err(DirError::Src(e))),
                 None => self.src_done = true,
+            }
+        }
+    }
+
+    /// Sends as much of the pending chunk as `dst`'s flow-control capacity allows, waiting
+    /// (`Pending`) while it has none. `Ready(Ok)` once some went out or the capacity granted was
+    /// none after all (the caller goes on); the chunk stays pending until all of it has gone.
+    fn poll_send_pending(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: &mut SendStream<Bytes>,
+    ) -> Poll<Result<(), DirError>> {
+        let Some(chunk) = &mut self.pending else {
+            return Poll::Ready(Ok(()));
+        };
+        // Ask for capacity only when what is already assigned does not cover the
+        // chunk, and then for at least RESERVE bytes, so a run of small frames takes
+        // one reservation instead of one each (every h2 call takes its lock).
+        let mut cap = dst.capacity();
+        if cap < chunk.len() {
+            dst.reserve_capacity(chunk.len().max(RESERVE));
+            cap = dst.capacity();
+        }
+        if cap == 0 {
+            match ready!(dst.poll_capacity(cx)) {
+                Some(Ok(n)) => cap = n,
+                Some(Err(e)) => return Poll::Ready(Err(DirError::Dst(e))),
+                None => {
+                    return Poll::Ready(Err(DirError::Dst(h2::Error::from(
+                        h2::Reason::STREAM_CLOSED,
+                    ))))
+                }
+            }
+            if cap == 0 {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let n = cap.min(chunk.len());
+        let part = chunk.split_to(n);
+        if chunk.is_empty() {
+            self.pending = None;
+        }
+        dst.send_data(part, false).map_err(DirError::Dst)?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// A frame read from `src`: data (unless empty) is kept for a replay and becomes the pending
+    /// chunk, small data joined with what `src` already holds; trailers end the stream.
+    fn take_frame(&mut self, cx: &mut Context<'_>, frame: Frame<Bytes>) {
+        match frame.into_data() {
+            Ok(data) => {
+                if data.is_empty() {
+                    return;
+                }
+                self.keep_for_replay(&data);
+                self.pending = Some(if data.len() < COALESCE {
+                    self.join_waiting(cx, data)
+                } else {
+                    data
+                });
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    self.end_with(trailers);
+                }
             }
         }
     }

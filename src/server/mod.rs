@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -210,6 +211,9 @@ pub async fn accept_loop(
 /// premature-reset rule).
 pub const RESET_FLOOD_MIN: u64 = 500;
 
+/// A client's HTTP/2 connection, as the listener serves it.
+type ClientConn = h2::server::Connection<Batched<Io>, Bytes>;
+
 /// Serves one client connection on the current (worker) runtime.
 pub async fn serve_conn(incoming: Incoming) {
     let Incoming {
@@ -217,7 +221,7 @@ pub async fn serve_conn(incoming: Incoming) {
         peer,
         permit,
         slot,
-        stop: mut shutdown,
+        stop: shutdown,
     } = incoming;
     let settings = slot.current().settings.clone();
     let _permit = permit;
@@ -226,35 +230,55 @@ pub async fn serve_conn(incoming: Incoming) {
     };
     let _ = tcp.set_nodelay(true);
     crate::sockopt::tcp_keepalive(&tcp);
-    let (io, identity) = match &settings.tls {
-        None => (Io::Plain(tcp), None),
-        Some(tls) => {
-            let accept = tls.acceptor().accept(tcp);
-            match tokio::time::timeout(settings.handshake_timeout, accept).await {
-                Ok(Ok(s)) => {
-                    let (_, session) = s.get_ref();
-                    if session.alpn_protocol() != Some(b"h2") {
-                        tracing::debug!(%peer, "TLS client did not offer ALPN h2; closing");
-                        return;
-                    }
-                    let identity = session
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(crate::tls::identity)
-                        .map(Principal);
-                    (Io::Server(Box::new(s)), identity)
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "no TLS handshake in time; closing");
-                    return;
-                }
-            }
-        }
+    let Some((io, identity)) = accept_tls(tcp, peer, &settings).await else {
+        return;
     };
+    let Some(conn) = accept_h2(io, peer, &settings).await else {
+        return;
+    };
+    serve_streams(conn, &slot, peer, identity, &settings, shutdown).await;
+}
+
+/// The client's transport: the TCP stream as it is (h2c), or the TLS session over it once the
+/// handshake is done within `handshake_timeout`, with the identity of the client's certificate.
+/// `None` (logged) when the handshake fails, times out, or does not agree on ALPN `h2`.
+async fn accept_tls(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    settings: &ListenerSettings,
+) -> Option<(Io, Option<Principal>)> {
+    let Some(tls) = &settings.tls else {
+        return Some((Io::Plain(tcp), None));
+    };
+    let accept = tls.acceptor().accept(tcp);
+    match tokio::time::timeout(settings.handshake_timeout, accept).await {
+        Ok(Ok(s)) => {
+            let (_, session) = s.get_ref();
+            if session.alpn_protocol() != Some(b"h2") {
+                tracing::debug!(%peer, "TLS client did not offer ALPN h2; closing");
+                return None;
+            }
+            let identity = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(crate::tls::identity)
+                .map(Principal);
+            Some((Io::Server(Box::new(s)), identity))
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no TLS handshake in time; closing");
+            None
+        }
+    }
+}
+
+/// The HTTP/2 server connection over `io` with the listener's settings, once the client's
+/// preface has come within `handshake_timeout`; `None` (logged) when it fails or is late.
+async fn accept_h2(io: Io, peer: SocketAddr, settings: &ListenerSettings) -> Option<ClientConn> {
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(settings.max_concurrent_streams)
@@ -267,32 +291,44 @@ pub async fn serve_conn(incoming: Incoming) {
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
         .max_frame_size(MAX_FRAME);
-    let mut conn = match tokio::time::timeout(
+    match tokio::time::timeout(
         settings.handshake_timeout,
         builder.handshake(Batched::new(io)),
     )
     .await
     {
-        Ok(Ok(c)) => c,
+        Ok(Ok(c)) => Some(c),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
-            return;
+            None
         }
         Err(_) => {
             tracing::debug!(%peer, "no HTTP/2 preface in time; closing");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Serves the client's streams, each on a task of its own, until the connection ends: GOAWAY
+/// when `shutdown` turns true, at the connection's age or on a reset flood; closed at once when
+/// a keepalive PING goes unanswered or an aged-out connection outlives its grace.
+async fn serve_streams(
+    mut conn: ClientConn,
+    slot: &ListenerSlot,
+    peer: SocketAddr,
+    identity: Option<Principal>,
+    settings: &ListenerSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut draining = *shutdown.borrow();
     if draining {
         conn.graceful_shutdown();
     }
     let pings = conn.ping_pong().expect("first ping_pong");
     let keepalive = client_keepalive(pings, settings.keepalive);
-    tokio::pin!(keepalive);
     // Aging out: GOAWAY at the (jittered) age, then close after the grace.
     let age = tokio::time::sleep(jittered_age(settings.max_age));
-    tokio::pin!(age);
+    tokio::pin!(keepalive, age);
     let mut aged = false;
     let resets = Arc::new(AtomicU64::new(0));
     let early_resets = crate::stack::ClientEarlyResets::default();
@@ -302,25 +338,13 @@ pub async fn serve_conn(incoming: Incoming) {
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
                     streams += 1;
-                    let early = resets.load(Ordering::Relaxed);
-                    if !calmed && early >= RESET_FLOOD_MIN && early * 2 >= streams {
-                        // The 2023 "rapid reset" pattern: most streams are opened and
-                        // cancelled at once. Each still costs an upstream stream; stop it.
-                        tracing::warn!(%peer, streams, resets = early,
-                            "client resets most streams at once; GOAWAY ENHANCE_YOUR_CALM");
+                    if !calmed && reset_flood(peer, streams, &resets) {
                         conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
                         calmed = true;
                         draining = true;
                         continue;
                     }
-                    let (svc, name) = (slot.stack(), slot.name.clone());
-                    let resets = resets.clone();
-                    let client = proxy::Client { peer, identity: identity.clone(), early: early_resets.clone() };
-                    tokio::spawn(async move {
-                        if proxy::serve_stream(svc, &name, client, req, respond).await {
-                            resets.fetch_add(1, Ordering::Relaxed);
-                        }
-                    });
+                    spawn_stream(slot, peer, &identity, &early_resets, &resets, req, respond);
                 }
                 Some(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "client connection error");
@@ -342,15 +366,61 @@ pub async fn serve_conn(incoming: Incoming) {
                     break;
                 }
                 aged = true;
-                if !draining {
-                    draining = true;
-                    tracing::debug!(%peer, "connection reached max_connection_age; GOAWAY");
-                    conn.graceful_shutdown();
-                }
+                age_out(&mut conn, peer, &mut draining);
                 let grace = settings.max_age.map_or(Duration::ZERO, |(_, g)| g);
                 age.as_mut().reset(tokio::time::Instant::now() + grace);
             }
         }
+    }
+}
+
+/// True when the client has reset at least [`RESET_FLOOD_MIN`] of the `streams` it opened on
+/// this connection early (`resets`, counted by the streams' tasks), and at least half of them:
+/// then (logged) the connection is to be closed with GOAWAY ENHANCE_YOUR_CALM.
+fn reset_flood(peer: SocketAddr, streams: u64, resets: &AtomicU64) -> bool {
+    let early = resets.load(Ordering::Relaxed);
+    if early >= RESET_FLOOD_MIN && early * 2 >= streams {
+        // The 2023 "rapid reset" pattern: most streams are opened and
+        // cancelled at once. Each still costs an upstream stream; stop it.
+        tracing::warn!(%peer, streams, resets = early,
+            "client resets most streams at once; GOAWAY ENHANCE_YOUR_CALM");
+        return true;
+    }
+    false
+}
+
+/// Serves one stream of the client at `peer` (with its certificate's `identity` and its
+/// connection's `early_resets`) through the slot's current stack, on a task of its own; a stream
+/// the client reset early adds one to `resets`.
+fn spawn_stream(
+    slot: &ListenerSlot,
+    peer: SocketAddr,
+    identity: &Option<Principal>,
+    early_resets: &crate::stack::ClientEarlyResets,
+    resets: &Arc<AtomicU64>,
+    req: http::Request<h2::RecvStream>,
+    respond: h2::server::SendResponse<Bytes>,
+) {
+    let (svc, name) = (slot.stack(), slot.name.clone());
+    let resets = resets.clone();
+    let client = proxy::Client {
+        peer,
+        identity: identity.clone(),
+        early: early_resets.clone(),
+    };
+    tokio::spawn(async move {
+        if proxy::serve_stream(svc, &name, client, req, respond).await {
+            resets.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+}
+
+/// A connection reached its `max_connection_age`: GOAWAY, unless it is draining already.
+fn age_out(conn: &mut ClientConn, peer: SocketAddr, draining: &mut bool) {
+    if !*draining {
+        *draining = true;
+        tracing::debug!(%peer, "connection reached max_connection_age; GOAWAY");
+        conn.graceful_shutdown();
     }
 }
 

@@ -124,63 +124,12 @@ impl Conn {
 pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, String> {
     let s = &pool.settings;
     let last_read = Arc::new(AtomicU64::new(0));
-    let fut = async {
-        let addr = tokio::net::lookup_host(&*pool.address)
-            .await
-            .map_err(|e| format!("resolve: {e}"))?
-            .next()
-            .ok_or_else(|| "resolve: no address".to_string())?;
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        crate::sockopt::tcp_keepalive(&tcp);
-        let io = match &s.tls {
-            Some(tls) => tls.connect(&pool.address, tcp).await?,
-            None => Io::Plain(tcp),
-        };
-        let (send, mut conn) = h2::client::Builder::new()
-            .initial_window_size(s.stream_window)
-            .initial_connection_window_size(s.conn_window)
-            .max_frame_size(s.max_frame_size)
-            .enable_push(false)
-            // A reset stream's frames still in flight from the server are ignored, not taken for
-            // a protocol error, for up to this many recent resets; and h2's lifetime cap of 1,024
-            // such late frames per connection (a guard against hostile servers) is lifted: on a
-            // long-lived upstream connection with many cancelled calls, the gateway itself would
-            // otherwise close the connection every other call shares.
-            .max_concurrent_reset_streams(RECENT_RESETS)
-            .max_local_error_reset_streams(None)
-            .handshake::<_, Bytes>(Batched::watched(io, last_read.clone()))
-            .await
-            .map_err(|e| handshake_failed(&e.to_string()))?;
-        let mut ping = conn.ping_pong().expect("first ping_pong");
-        // Drive the connection until the PING comes back: by then the peer's SETTINGS are in.
-        {
-            let pong = ping.ping(h2::Ping::opaque());
-            tokio::pin!(pong);
-            tokio::select! {
-                r = &mut conn => {
-                    return Err(match r {
-                        Ok(()) => handshake_failed("the endpoint closed the connection"),
-                        Err(e) => handshake_failed(&e.to_string()),
-                    });
-                }
-                r = &mut pong => { r.map_err(|e| handshake_failed(&e.to_string()))?; }
-            }
-        }
-        Ok((send, conn, ping))
-    };
+    let fut = connect(pool, &last_read);
     let (send, conn, ping) = tokio::time::timeout(s.dial_timeout, fut)
         .await
         .map_err(|_| format!("timed out after {:?}", s.dial_timeout))??;
     let now = clock::now_ms();
-    let expires_at = match s.max_lifetime {
-        Some(life) => {
-            // Up to 10% jitter, so connections opened together do not all retire together.
-            let ms = life.as_millis() as u64;
-            now + ms - rand::random_range(0..=ms / 10)
-        }
-        None => u64::MAX,
-    };
+    let expires_at = expiry(now, s.max_lifetime);
     let shared = Arc::new(ConnShared {
         closed: AtomicBool::new(false),
         kill: Notify::new(),
@@ -199,6 +148,77 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
     });
     tokio::spawn(drive(conn, ping, Arc::downgrade(&c), pool.clone()));
     Ok(c)
+}
+
+/// A connection [`connect`] made: the handle to open streams with, the connection for its
+/// driver, and its PINGs.
+type Connected = (
+    SendRequest<Bytes>,
+    h2::client::Connection<Batched<Io>, Bytes>,
+    h2::PingPong,
+);
+
+/// The steps of [`dial`] within its `dial_timeout`: resolve the pool's address, connect (TLS if
+/// set), the HTTP/2 handshake (reads counted in `last_read`), and one PING round trip. Errors
+/// are the reasons [`dial`] reports.
+async fn connect(pool: &PoolInner, last_read: &Arc<AtomicU64>) -> Result<Connected, String> {
+    let s = &pool.settings;
+    let addr = tokio::net::lookup_host(&*pool.address)
+        .await
+        .map_err(|e| format!("resolve: {e}"))?
+        .next()
+        .ok_or_else(|| "resolve: no address".to_string())?;
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    crate::sockopt::tcp_keepalive(&tcp);
+    let io = match &s.tls {
+        Some(tls) => tls.connect(&pool.address, tcp).await?,
+        None => Io::Plain(tcp),
+    };
+    let (send, mut conn) = h2::client::Builder::new()
+        .initial_window_size(s.stream_window)
+        .initial_connection_window_size(s.conn_window)
+        .max_frame_size(s.max_frame_size)
+        .enable_push(false)
+        // A reset stream's frames still in flight from the server are ignored, not taken for
+        // a protocol error, for up to this many recent resets; and h2's lifetime cap of 1,024
+        // such late frames per connection (a guard against hostile servers) is lifted: on a
+        // long-lived upstream connection with many cancelled calls, the gateway itself would
+        // otherwise close the connection every other call shares.
+        .max_concurrent_reset_streams(RECENT_RESETS)
+        .max_local_error_reset_streams(None)
+        .handshake::<_, Bytes>(Batched::watched(io, last_read.clone()))
+        .await
+        .map_err(|e| handshake_failed(&e.to_string()))?;
+    let mut ping = conn.ping_pong().expect("first ping_pong");
+    // Drive the connection until the PING comes back: by then the peer's SETTINGS are in.
+    {
+        let pong = ping.ping(h2::Ping::opaque());
+        tokio::pin!(pong);
+        tokio::select! {
+            r = &mut conn => {
+                return Err(match r {
+                    Ok(()) => handshake_failed("the endpoint closed the connection"),
+                    Err(e) => handshake_failed(&e.to_string()),
+                });
+            }
+            r = &mut pong => { r.map_err(|e| handshake_failed(&e.to_string()))?; }
+        }
+    }
+    Ok((send, conn, ping))
+}
+
+/// When a connection opened at `now` (ms on [`clock::now_ms`]) stops taking new streams:
+/// `max_lifetime` later, less up to 10%; `u64::MAX` (never) without one.
+fn expiry(now: u64, max_lifetime: Option<Duration>) -> u64 {
+    match max_lifetime {
+        Some(life) => {
+            // Up to 10% jitter, so connections opened together do not all retire together.
+            let ms = life.as_millis() as u64;
+            now + ms - rand::random_range(0..=ms / 10)
+        }
+        None => u64::MAX,
+    }
 }
 
 /// The reason of a failed HTTP/2 handshake, with what usually causes one: the endpoint does not

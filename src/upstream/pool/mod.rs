@@ -10,6 +10,7 @@
 mod conn;
 mod maintain;
 mod reach;
+mod wait;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -290,10 +291,7 @@ impl Pool {
                 .await
                 .map_err(AcquireError::Connect)?;
             conn.try_reserve();
-            return Ok(Lease {
-                conn,
-                pool: p.clone(),
-            });
+            return Ok(p.lease(conn));
         }
         // A strict pool's queue wait is bounded in total, however often a call is woken and
         // loses the freed slot to another.
@@ -302,9 +300,7 @@ impl Pool {
             if let Some(lease) = p.try_lease() {
                 return Ok(lease);
             }
-            let now = clock::now_ms();
-            let open = p.conns.load().iter().filter(|c| c.usable(now)).count();
-            let may_dial = open < p.settings.max || p.settings.mode == PoolMode::Loose;
+            let (open, may_dial) = p.may_dial();
             if may_dial
                 && p.dialing
                     .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
@@ -312,12 +308,7 @@ impl Pool {
             {
                 let r = Box::pin(p.dial_and_add(open >= p.settings.max)).await;
                 match r {
-                    Ok(conn) if conn.try_reserve() => {
-                        return Ok(Lease {
-                            conn,
-                            pool: p.clone(),
-                        })
-                    }
+                    Ok(conn) if conn.try_reserve() => return Ok(p.lease(conn)),
                     Ok(_) => continue,
                     Err(e) => return Err(AcquireError::Connect(e)),
                 }
@@ -328,22 +319,12 @@ impl Pool {
             } else {
                 p.settings.queue_timeout
             };
-            if p.waiting.fetch_add(1, Ordering::AcqRel) >= p.settings.queue_size {
-                p.waiting.fetch_sub(1, Ordering::AcqRel);
-                return Err(AcquireError::Exhausted(format!(
-                    "queue of {} full",
-                    p.settings.queue_size
-                )));
-            }
+            p.enqueue()?;
             let generation = p.dial_generation.load(Ordering::Acquire);
             let mut notified = Box::pin(p.wake.notified());
             notified.as_mut().enable();
             let lease = p.try_lease();
-            let until = if may_dial {
-                tokio::time::Instant::now() + limit
-            } else {
-                *queued_until.get_or_insert_with(|| tokio::time::Instant::now() + limit)
-            };
+            let until = wait::until(may_dial, limit, &mut queued_until);
             let waited = if lease.is_none() {
                 tokio::time::timeout_at(until, notified).await.is_ok()
             } else {
@@ -353,19 +334,7 @@ impl Pool {
             if let Some(lease) = lease {
                 return Ok(lease);
             }
-            if !waited && !may_dial {
-                return Err(AcquireError::Exhausted(format!("waited {limit:?}")));
-            }
-            if p.dial_generation.load(Ordering::Acquire) != generation
-                && !p.last_dial_ok.load(Ordering::Acquire)
-                && p.conns.load().is_empty()
-            {
-                let why = p.last_dial_error.lock().unwrap_or_else(|e| e.into_inner());
-                return Err(AcquireError::Connect(why.clone()));
-            }
-            if !waited {
-                return Err(AcquireError::Connect(format!("timed out after {limit:?}")));
-            }
+            p.after_wait(waited, may_dial, limit, generation)?;
         }
     }
 }
@@ -392,6 +361,14 @@ impl PoolInner {
             });
         }
         None
+    }
+
+    /// A lease on `conn`, whose slot the caller has reserved.
+    fn lease(self: &Arc<Self>, conn: Arc<Conn>) -> Lease {
+        Lease {
+            conn,
+            pool: self.clone(),
+        }
     }
 
     /// Dials one connection and adds it to the list; the caller has set `dialing` to 1.
