@@ -34,6 +34,9 @@ if ! command -v wasm-tools >/dev/null; then
     cargo install --locked --quiet wasm-tools@1.263.0 --no-default-features --features component
 fi
 
+# The plugins build into their own target/ (read below), whatever CARGO_TARGET_DIR the caller
+# (say, a gateway build with its target elsewhere) has set.
+unset CARGO_TARGET_DIR
 cargo build --quiet --release --target wasm32-wasip2
 mkdir -p build
 for f in target/wasm32-wasip2/release/*.wasm; do

@@ -179,8 +179,8 @@ fn yaml<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// The part of a listener its stack is built from.
-fn stack_shape(l: &ListenerConfig) -> String {
-    yaml(&(&l.upstream, &l.routes, &l.interceptors))
+fn stack_shape(l: &ListenerConfig) -> impl PartialEq + '_ {
+    (&l.upstream, &l.routes, &l.interceptors)
 }
 
 /// Everything of a reload that can fail, done before anything changes: the new groups built,
@@ -217,11 +217,11 @@ fn prepare(old: Snapshot, mut config: Config) -> Result<Prepared, String> {
 /// (they need a restart); a note for each.
 fn keep_restart_only(running: &Config, config: &mut Config) -> Vec<String> {
     let mut notes = Vec::new();
-    if yaml(&config.runtime) != yaml(&running.runtime) {
+    if config.runtime != running.runtime {
         notes.push("runtime changes need a restart (left as they were)".to_string());
         config.runtime = running.runtime.clone();
     }
-    if yaml(&config.admin) != yaml(&running.admin) {
+    if config.admin != running.admin {
         notes.push("admin changes need a restart (left as they were)".to_string());
         config.admin = running.admin.clone();
     }
@@ -242,7 +242,7 @@ fn plan_groups(
         match old.groups.get(&u.name) {
             Some(g) => {
                 let before = old.config.upstreams.iter().find(|o| o.name == u.name);
-                if before.map(yaml) != Some(yaml(u)) {
+                if before != Some(u) {
                     let tls = build::upstream_tls(u).map_err(|e| format!("{e:#}"))?;
                     let fresh = discovery::resolve_blocking(&u.name, &discovery::dns_names(u));
                     changed.push((g.clone(), u.clone(), fresh, tls));
@@ -276,7 +276,7 @@ fn plan_listener(
                 let serving = build::listener_serving(l, groups, &old.registry, old.workers)
                     .map_err(|e| format!("{e:#}"))?;
                 ListenerPlan::Stack(l.clone(), serving)
-            } else if yaml(b) != yaml(l) {
+            } else if b != l {
                 let settings = build::listener_settings(l).map_err(|e| format!("{e:#}"))?;
                 ListenerPlan::Settings(l.clone(), settings)
             } else {

@@ -25,7 +25,6 @@ use crate::grpc;
 use crate::stack::{status_of, Body, BoxError, Request, Response};
 
 pub use forward::{Forward, Stack, Upstreamed};
-pub use forward_body::ForwardBody;
 pub use head::upstream_request;
 pub use hold::HeldStreams;
 pub use pump::{Dir, DirError};

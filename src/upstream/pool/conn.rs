@@ -11,7 +11,6 @@ use tokio::net::TcpStream;
 
 use crate::batch_io::Batched;
 use crate::tls::Io;
-use tokio::sync::Notify;
 
 use super::PoolInner;
 use crate::clock;
@@ -44,8 +43,6 @@ pub struct Conn {
 pub struct ConnShared {
     /// Set once the connection has ended.
     pub closed: AtomicBool,
-    /// Wakes the driver to drop the connection at once.
-    pub kill: Notify,
     /// When bytes last arrived from the peer (ms on [`clock::now_ms`]).
     pub last_read: Arc<AtomicU64>,
 }
@@ -112,11 +109,6 @@ impl Conn {
     pub fn early_reset(&self) -> u64 {
         self.early_resets.hit()
     }
-
-    /// Drops the connection at once (streams on it fail).
-    pub fn kill(&self) {
-        self.shared.kill.notify_one();
-    }
 }
 
 /// Dials `address`, completes the HTTP/2 handshake and one PING round trip (so the peer's
@@ -132,7 +124,6 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
     let expires_at = expiry(now, s.max_lifetime);
     let shared = Arc::new(ConnShared {
         closed: AtomicBool::new(false),
-        kill: Notify::new(),
         last_read,
     });
     let c = Arc::new(Conn {
@@ -230,7 +221,7 @@ fn handshake_failed(what: &str) -> String {
     )
 }
 
-/// Runs the connection until it ends, a keepalive PING goes unanswered, or it is killed.
+/// Runs the connection until it ends or a keepalive PING goes unanswered.
 async fn drive(
     conn: h2::client::Connection<Batched<Io>, Bytes>,
     ping: h2::PingPong,
@@ -248,7 +239,6 @@ async fn drive(
             e.to_string()
         }),
         e = keepalive(ping, &pool, &shared.last_read, handle) => Err(e),
-        _ = shared.kill.notified() => Err("closed by the pool".to_string()),
     };
     shared.closed.store(true, Ordering::Relaxed);
     match result {
