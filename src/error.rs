@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use crate::grpc::Code;
 
+/// Errors cross service boundaries boxed, as in tower and linkerd (re-exported by `stack`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why the gateway ended a call (as opposed to the upstream's own status, which passes through).
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {

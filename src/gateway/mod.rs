@@ -5,6 +5,7 @@
 
 mod build;
 mod listener;
+mod live;
 mod reload;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use crate::upstream::Upstream;
 
 use build::Groups;
 use listener::LiveListener;
+use live::{lock, Live};
 
 pub use reload::Reloader;
 
@@ -144,18 +146,6 @@ impl Gateway {
     }
 }
 
-/// Everything that a reload may change, and what it needs to do so.
-struct Live {
-    config: Config,
-    workers: Vec<worker::Worker>,
-    groups: Groups,
-    listeners: Vec<LiveListener>,
-    registry: Arc<Registry>,
-    admin: Arc<AdminState>,
-    stop: watch::Receiver<bool>,
-    exit: watch::Receiver<bool>,
-}
-
 /// A serving gateway. Dropping it stops everything at once; [`Running::shutdown`] drains.
 pub struct Running {
     live: Arc<Mutex<Live>>,
@@ -163,10 +153,6 @@ pub struct Running {
     exit: watch::Sender<bool>,
     admin: Arc<AdminState>,
     reloader: Option<Reloader>,
-}
-
-fn lock(live: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
-    live.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Running {

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::build::{self, Groups};
 use super::listener::LiveListener;
-use super::{lock, Live};
+use super::live::{lock, Live};
 use crate::admin::{AdminState, AdminView, ReloadRequest};
 use crate::config::{Config, ListenerConfig, UpstreamConfig};
 use crate::server::{self, Serving};

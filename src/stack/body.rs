@@ -10,7 +10,7 @@ use h2::RecvStream;
 use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 
-use super::BoxError;
+use crate::error::BoxError;
 
 /// A streaming body of `Bytes` frames and optional trailers.
 pub struct Body(Kind);

@@ -20,8 +20,7 @@ use http::HeaderMap;
 use crate::error::ProxyError;
 use crate::grpc::{self, Code};
 
-/// Errors cross service boundaries boxed, as in tower and linkerd.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::error::BoxError;
 
 /// A service of the request path, boxed: what stages wrapped around an inner service become.
 pub type BoxService = tower::util::BoxCloneSyncService<Request, Response, BoxError>;

@@ -314,7 +314,9 @@ impl Observer for MetricsStage {
                 self.rejected(r);
             }
         }
-        let code = end.code();
+        // Codes past 16 count under the last label, as before this stage moved onto the
+        // observer layer.
+        let code = end.code().min(16);
         let s = &self.shared;
         if let Some(u) = &call.upstream {
             let labels = UpstreamLabels {

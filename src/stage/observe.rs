@@ -40,15 +40,14 @@ pub enum End<'a> {
 }
 
 impl End<'_> {
-    /// The gRPC status code the client saw, 0..=16.
+    /// The gRPC status code the client saw, as sent (an upstream may send a code past 16).
     pub fn code(&self) -> usize {
-        let code = match self {
+        match self {
             End::Status(c) => *c,
             End::Failed(e) | End::BodyError(e) => status_of(e).code as usize,
             End::NoStatus => Code::Unknown as usize,
             End::Dropped => Code::Cancelled as usize,
-        };
-        code.min(16)
+        }
     }
 }
 
@@ -175,5 +174,25 @@ impl<O: Observer> Watch for Watching<O> {
             Seen::Error(e) => self.finish(End::BodyError(e)),
             Seen::End => self.finish(End::NoStatus),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_reports_the_code_the_client_saw() {
+        // An upstream's code past 16 is reported as sent (the access log writes it); the
+        // metrics stage folds it into its last label itself.
+        assert_eq!(End::Status(99).code(), 99);
+        assert_eq!(End::Status(0).code(), 0);
+        assert_eq!(End::NoStatus.code(), Code::Unknown as usize);
+        assert_eq!(End::Dropped.code(), Code::Cancelled as usize);
+        let refused: BoxError = Rejected::new(Code::PermissionDenied, "no").into();
+        assert_eq!(
+            End::Failed(&refused).code(),
+            Code::PermissionDenied as usize
+        );
     }
 }

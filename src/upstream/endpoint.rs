@@ -12,7 +12,8 @@ use super::ewma::PeakEwma;
 use super::health::{Checked, Health};
 use super::load::{Load, Weight};
 use super::outlier::{Ejectable, Ejection};
-use super::pool::{Maintained, Pool, Reach};
+use super::pool::maintain::Maintained;
+use super::pool::{Pool, Reach};
 use crate::clock;
 use crate::config::EndpointSpec;
 

@@ -62,7 +62,7 @@ impl Upstream {
     pub fn start(&self, rt: &Handle, stop: &watch::Receiver<bool>) {
         let mut runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
         for ep in &self.members().endpoints {
-            rt.spawn(pool::maintain(ep.clone(), stop.clone()));
+            rt.spawn(pool::maintain::maintain(ep.clone(), stop.clone()));
         }
         *runner = Some((rt.clone(), stop.clone()));
     }
@@ -77,7 +77,7 @@ impl Upstream {
         self.members.store(Arc::new(members));
         if let Some((rt, stop)) = &*runner {
             for ep in added {
-                rt.spawn(pool::maintain(ep.clone(), stop.clone()));
+                rt.spawn(pool::maintain::maintain(ep.clone(), stop.clone()));
             }
         }
         for ep in removed {

@@ -2,9 +2,9 @@
 //! one of G's endpoints — as `pingora-load-balancing` keeps discovery, health checks, background
 //! tasks and selection together.
 //!
-//! - [`group`]: an upstream group ([`UpstreamGroup`], shared by the workers) and each worker's
-//!   view of it ([`Upstream`]); reloads and DNS changes swap members in, keeping the state and
-//!   connections of endpoints that stay.
+//! - `group`: an upstream group ([`UpstreamGroup`], shared by the workers): reloads and DNS
+//!   changes swap members in, keeping the state and connections of endpoints that stay;
+//!   `instance`: each worker's view of it ([`Upstream`], its [`Members`]).
 //! - [`endpoint`]: one endpoint's shared state, made of parts each written by one module.
 //! - [`load`]: the [`load::Load`] trait balancers pick over, and the endpoint's weight with its
 //!   slow-start ramp; [`ewma`]: the peak-EWMA latency estimate.
@@ -15,6 +15,7 @@
 //! - [`outlier`]: passive outlier detection — endpoints whose calls keep failing are ejected
 //!   for a time that grows with each ejection.
 //! - [`discovery`]: `dns://name:port` endpoints and their lookups.
+//! - [`metrics`]: every endpoint's state for `/metrics`, read at each scrape.
 //!
 //! Dependencies run downwards in that list's reverse: `group` uses all of them; `endpoint`
 //! composes the parts; `balance`, `pool`, `health` and `outlier` know only their own part and a

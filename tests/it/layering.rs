@@ -70,6 +70,11 @@ fn blank(text: &str) -> String {
             rest.find("*/").map_or(rest.len(), |e| e + 2)
         } else if let Some(raw) = rest.strip_prefix("r#\"") {
             raw.find("\"#").map_or(rest.len(), |e| e + 5)
+        } else if let Some(raw) = rest
+            .strip_prefix("r\"")
+            .filter(|_| i == 0 || !is_ident(b[i - 1]))
+        {
+            raw.find('"').map_or(rest.len(), |e| e + 3)
         } else if rest.starts_with('"') {
             let mut j = 1;
             while j < b.len() - i && b[i + j] != b'"' {
@@ -129,29 +134,73 @@ fn strip_tests(code: &str) -> String {
     out
 }
 
-/// Every path a file names: `use` trees expanded, and `crate::`/`super::`/`self::` paths.
+/// A `use` tree without whitespace, except one space on each side of `as`.
+fn tree_of(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut out = String::new();
+    for (i, w) in words.iter().enumerate() {
+        let aliased = *w == "as" || words.get(i.wrapping_sub(1)) == Some(&"as");
+        if aliased {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    out
+}
+
+/// The child modules `code` declares (`mod name;` or `mod name {`).
+fn children(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = code;
+    while let Some(at) = find_word(rest, "mod") {
+        let tail = rest[at + 3..].trim_start();
+        let name: String = tail
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+        rest = &rest[at + 3..];
+    }
+    out
+}
+
+/// Every path a file names: `use` trees expanded, and `crate::`/`super::`/`self::` paths and
+/// paths through the file's own child modules (`conn::dial` where the file declares `mod conn`).
 fn paths(code: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = code;
     while let Some(at) = find_word(rest, "use") {
         let tail = &rest[at + 3..];
         let end = tail.find(';').unwrap_or(tail.len());
-        let tree: String = tail[..end].chars().filter(|c| !c.is_whitespace()).collect();
-        expand("", &tree, &mut out);
+        expand("", &tree_of(&tail[..end]), &mut out);
         rest = &tail[end..];
     }
-    for start in ["crate::", "super::", "self::"] {
+    let kids: Vec<String> = children(code).iter().map(|c| format!("{c}::")).collect();
+    let starts = ["crate::", "super::", "self::"].map(String::from);
+    for start in starts.iter().chain(&kids) {
         let mut from = 0;
         while let Some(k) = code[from..].find(start) {
             let at = from + k;
             from = at + start.len();
-            if at > 0 && is_ident(code.as_bytes()[at - 1]) {
+            let before = code[..at].trim_end();
+            if at > 0 && (is_ident(code.as_bytes()[at - 1]) || before.ends_with("::")) {
                 continue;
             }
             let len = code[at..]
                 .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
                 .unwrap_or(code.len() - at);
-            out.push(code[at..at + len].trim_end_matches(':').to_string());
+            // `super::{a, b}` is a use tree, read above; its head alone names nothing.
+            if code[at + len..].starts_with('{') {
+                continue;
+            }
+            let path = code[at..at + len].trim_end_matches(':');
+            if kids.contains(start) {
+                out.push(format!("self::{path}"));
+            } else {
+                out.push(path.to_string());
+            }
         }
     }
     out
@@ -202,8 +251,7 @@ fn expand(prefix: &str, tree: &str, out: &mut Vec<String>) {
             part.push(c);
         }
     } else {
-        let path = format!("{prefix}{tree}");
-        out.push(path.split("as").next().unwrap_or(&path).to_string());
+        out.push(format!("{prefix}{tree}"));
     }
 }
 
@@ -215,11 +263,12 @@ struct Index {
 }
 
 /// A path as segments from the crate root, or `None` for an outside crate.
-fn absolute(module: &[String], path: &str) -> Option<Vec<String>> {
+fn absolute(module: &[String], kids: &[String], path: &str) -> Option<Vec<String>> {
     let mut segs: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
     let mut base: Vec<String> = match segs.first().copied() {
         Some("crate") => Vec::new(),
         Some("super") | Some("self") => module.to_vec(),
+        Some(first) if kids.iter().any(|k| k == first) => module.to_vec(),
         _ => return None,
     };
     if segs[0] == "crate" {
@@ -247,25 +296,34 @@ impl Index {
             .collect();
         let mut reexports = HashMap::new();
         for (name, f) in files {
+            let kids = children(&f.code);
             let mut rest = f.code.as_str();
-            while let Some(at) = rest.find("pub use ") {
-                let tail = &rest[at + 8..];
+            while let Some(at) = find_word(rest, "use") {
+                let before = rest[..at].trim_end();
+                let tail = &rest[at + 3..];
                 let end = tail.find(';').unwrap_or(tail.len());
-                let tree: String = tail[..end].chars().filter(|c| !c.is_whitespace()).collect();
+                rest = &tail[end..];
+                // `pub use`, `pub(crate) use`, `pub(super) use`, `pub(in …) use`.
+                let public = before.ends_with("pub")
+                    || before
+                        .rfind("pub(")
+                        .is_some_and(|p| !before[p..].contains(['\n', ';']));
+                if !public {
+                    continue;
+                }
                 let mut expanded = Vec::new();
-                expand("", &tree, &mut expanded);
+                expand("", &tree_of(&tail[..end]), &mut expanded);
                 for p in expanded {
                     let rel = if p.starts_with("crate") || p.starts_with("super") {
                         p.clone()
                     } else {
                         format!("self::{p}")
                     };
-                    if let Some(abs) = absolute(&f.module, &rel) {
+                    if let Some(abs) = absolute(&f.module, &kids, &rel) {
                         let item = abs.last().cloned().unwrap_or_default();
                         reexports.insert((name.clone(), item), abs);
                     }
                 }
-                rest = &tail[end..];
             }
         }
         Index { modules, reexports }
@@ -297,9 +355,10 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let index = Index::new(&files);
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (name, f) in &files {
+        let kids = children(&f.code);
         let mut to = BTreeSet::new();
         for p in paths(&f.code) {
-            let Some(abs) = absolute(&f.module, &p) else {
+            let Some(abs) = absolute(&f.module, &kids, &p) else {
                 continue;
             };
             if let Some(target) = index.resolve(&abs, 0) {
@@ -370,6 +429,8 @@ fn circles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     w.found
 }
 
+/// No import circle among source files — a folder's `mod.rs` and its own files included (what
+/// a `mod.rs` shares with its files lives in a file of its own, as `pool/settings.rs` does).
 #[test]
 fn no_source_file_is_part_of_an_import_circle() {
     let edges = graph();
@@ -378,8 +439,8 @@ fn no_source_file_is_part_of_an_import_circle() {
     assert!(found.is_empty(), "import circles: {found:#?}");
 }
 
-/// At every folder, its entries — each file, and each sub-folder taken whole — import one
-/// another without a circle (`balance/` and `endpoint.rs` of `upstream/` may not use each
+/// At every folder, its entries — each file, and each sub-folder taken whole; not the folder's
+/// own `mod.rs` — import one another without a circle (`balance/` and `endpoint.rs` of `upstream/` may not use each
 /// other, even through different files).
 #[test]
 fn no_module_is_part_of_an_import_circle() {
@@ -399,15 +460,15 @@ fn no_module_is_part_of_an_import_circle() {
             format!("{folder}/")
         };
         // The entry of `folder` a file belongs to: its file name, or its sub-folder's name.
+        // The folder's `mod.rs` is the module itself, not one of its entries.
         let entry = |file: &str| -> Option<String> {
             let rest = file.strip_prefix(&prefix)?;
-            Some(
-                rest.split('/')
-                    .next()
-                    .unwrap_or(rest)
-                    .trim_end_matches(".rs")
-                    .to_string(),
-            )
+            let name = rest
+                .split('/')
+                .next()
+                .unwrap_or(rest)
+                .trim_end_matches(".rs");
+            (name != "mod").then(|| name.to_string())
         };
         let mut level: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (from, tos) in &edges {
@@ -428,33 +489,58 @@ fn no_module_is_part_of_an_import_circle() {
     assert!(found.is_empty(), "module circles: {found:#?}");
 }
 
-/// The request path's layers, top first; a module may import only its own layer or lower ones.
-const LAYERS: [&[&str]; 5] = [
-    &["server"],
-    &["proxy"],
-    &["stage"],
-    &["plugin"],
-    &["stack", "upstream", "route"],
+/// On the request path (server → proxy → stages → stack, the upstream side below the proxy),
+/// what each module may not import: nothing above it, and across — the forwarder names no
+/// stage, a stage no forwarder or upstream, `stack` nothing of the path at all.
+const FORBIDDEN: [(&str, &[&str]); 6] = [
+    ("proxy", &["server", "stage", "plugin", "gateway", "admin"]),
+    (
+        "stage",
+        &["server", "proxy", "upstream", "route", "gateway", "admin"],
+    ),
+    (
+        "plugin",
+        &[
+            "server", "proxy", "stage", "upstream", "route", "gateway", "admin",
+        ],
+    ),
+    (
+        "route",
+        &[
+            "server", "proxy", "stage", "plugin", "stack", "gateway", "admin",
+        ],
+    ),
+    (
+        "upstream",
+        &[
+            "server", "proxy", "stage", "plugin", "stack", "route", "gateway", "admin",
+        ],
+    ),
+    (
+        "stack",
+        &[
+            "server", "proxy", "stage", "plugin", "upstream", "route", "gateway", "admin",
+        ],
+    ),
 ];
 
 #[test]
 fn the_request_path_imports_only_downwards() {
-    let layer = |file: &str| {
-        let top = file.split(['/', '.']).next().unwrap_or("");
-        LAYERS.iter().position(|l| l.contains(&top))
-    };
+    let top = |file: &str| file.split(['/', '.']).next().unwrap_or("").to_string();
     let mut upward = Vec::new();
     for (from, tos) in graph() {
-        let Some(a) = layer(&from) else { continue };
+        let Some((_, banned)) = FORBIDDEN.iter().find(|(m, _)| *m == top(&from)) else {
+            continue;
+        };
         for to in tos {
-            if layer(&to).is_some_and(|b| b < a) {
+            if banned.contains(&top(&to).as_str()) {
                 upward.push(format!("{from} -> {to}"));
             }
         }
     }
     assert!(
         upward.is_empty(),
-        "imports up the request path: {upward:#?}"
+        "imports against the request path: {upward:#?}"
     );
 }
 
@@ -471,5 +557,8 @@ fn the_import_reader_sees_what_it_should() {
     assert!(has("proxy/call.rs", "upstream/endpoint.rs"));
     assert!(has("gateway/build.rs", "proxy/forward.rs"));
     assert!(!has("stack/mod.rs", "proxy/mod.rs"));
+    // A path through a child module without `self::`, and a `pub(super) use`.
+    assert!(has("upstream/pool/mod.rs", "upstream/pool/conn.rs"));
+    assert!(has("gateway/reload.rs", "gateway/live.rs"));
     let _ = PathBuf::new();
 }

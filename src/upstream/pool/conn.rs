@@ -12,8 +12,27 @@ use tokio::net::TcpStream;
 use crate::batch_io::Batched;
 use crate::tls::Io;
 
-use super::PoolInner;
+use super::settings::PoolSettings;
 use crate::clock;
+
+/// What a connection needs of the pool it belongs to (implemented by the pool, so that a
+/// connection does not depend on it).
+pub trait Owner: Send + Sync + 'static {
+    /// The pool's settings.
+    fn settings(&self) -> &PoolSettings;
+    /// The upstream group's name, for logs.
+    fn upstream(&self) -> &str;
+    /// The endpoint's address, as dialled.
+    fn address(&self) -> &str;
+    /// A fresh connection id, unique within the pool.
+    fn next_id(&self) -> u64;
+    /// The keepalive interval in force now (zero: no keepalive).
+    fn ping_interval(&self) -> Duration;
+    /// The peer sent GOAWAY ENHANCE_YOUR_CALM (what gRPC servers send for too many PINGs).
+    fn too_many_pings(&self);
+    /// Connection `id` ended: it takes no new streams.
+    fn remove(&self, id: u64);
+}
 
 /// Recently reset streams an upstream connection remembers (h2's default is 10), so that the
 /// server's frames already in flight for them are ignored.
@@ -113,10 +132,10 @@ impl Conn {
 
 /// Dials `address`, completes the HTTP/2 handshake and one PING round trip (so the peer's
 /// SETTINGS are known), and spawns the task that drives the connection.
-pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, String> {
-    let s = &pool.settings;
+pub async fn dial<O: Owner>(pool: &Arc<O>, overflow: bool) -> Result<Arc<Conn>, String> {
+    let s = pool.settings();
     let last_read = Arc::new(AtomicU64::new(0));
-    let fut = connect(pool, &last_read);
+    let fut = connect(&**pool, &last_read);
     let (send, conn, ping) = tokio::time::timeout(s.dial_timeout, fut)
         .await
         .map_err(|_| format!("timed out after {:?}", s.dial_timeout))??;
@@ -127,7 +146,7 @@ pub async fn dial(pool: &Arc<PoolInner>, overflow: bool) -> Result<Arc<Conn>, St
         last_read,
     });
     let c = Arc::new(Conn {
-        id: pool.next_id.fetch_add(1, Ordering::Relaxed),
+        id: pool.next_id(),
         max_streams: AtomicUsize::new(send.current_max_send_streams()),
         send,
         in_flight: AtomicUsize::new(0),
@@ -152,9 +171,9 @@ type Connected = (
 /// The steps of [`dial`] within its `dial_timeout`: resolve the pool's address, connect (TLS if
 /// set), the HTTP/2 handshake (reads counted in `last_read`), and one PING round trip. Errors
 /// are the reasons [`dial`] reports.
-async fn connect(pool: &PoolInner, last_read: &Arc<AtomicU64>) -> Result<Connected, String> {
-    let s = &pool.settings;
-    let addr = tokio::net::lookup_host(&*pool.address)
+async fn connect<O: Owner>(pool: &O, last_read: &Arc<AtomicU64>) -> Result<Connected, String> {
+    let s = pool.settings();
+    let addr = tokio::net::lookup_host(pool.address())
         .await
         .map_err(|e| format!("resolve: {e}"))?
         .next()
@@ -163,7 +182,7 @@ async fn connect(pool: &PoolInner, last_read: &Arc<AtomicU64>) -> Result<Connect
     let _ = tcp.set_nodelay(true);
     crate::sockopt::tcp_keepalive(&tcp);
     let io = match &s.tls {
-        Some(tls) => tls.connect(&pool.address, tcp).await?,
+        Some(tls) => tls.connect(pool.address(), tcp).await?,
         None => Io::Plain(tcp),
     };
     let (send, mut conn) = h2::client::Builder::new()
@@ -222,11 +241,11 @@ fn handshake_failed(what: &str) -> String {
 }
 
 /// Runs the connection until it ends or a keepalive PING goes unanswered.
-async fn drive(
+async fn drive<O: Owner>(
     conn: h2::client::Connection<Batched<Io>, Bytes>,
     ping: h2::PingPong,
     handle: Weak<Conn>,
-    pool: Arc<PoolInner>,
+    pool: Arc<O>,
 ) {
     let Some((shared, id)) = handle.upgrade().map(|c| (c.shared.clone(), c.id)) else {
         return;
@@ -238,15 +257,15 @@ async fn drive(
             }
             e.to_string()
         }),
-        e = keepalive(ping, &pool, &shared.last_read, handle) => Err(e),
+        e = keepalive(ping, &*pool, &shared.last_read, handle) => Err(e),
     };
     shared.closed.store(true, Ordering::Relaxed);
     match result {
         Ok(()) => {
-            tracing::debug!(upstream = %pool.upstream, endpoint = %pool.address, conn = id, "connection closed")
+            tracing::debug!(upstream = %pool.upstream(), endpoint = %pool.address(), conn = id, "connection closed")
         }
         Err(e) => {
-            tracing::debug!(upstream = %pool.upstream, endpoint = %pool.address, conn = id, error = %e, "connection ended")
+            tracing::debug!(upstream = %pool.upstream(), endpoint = %pool.address(), conn = id, error = %e, "connection ended")
         }
     }
     pool.remove(id);
@@ -260,13 +279,13 @@ async fn drive(
 /// PING is answered with GOAWAY ENHANCE_YOUR_CALM `too_many_pings`. Idle connections are never
 /// pinged: TCP keepalive ([`crate::sockopt::tcp_keepalive`]) finds dead peers there. Returns when
 /// a PING is not answered in time.
-async fn keepalive(
+async fn keepalive<O: Owner>(
     mut ping: h2::PingPong,
-    pool: &PoolInner,
+    pool: &O,
     last_read: &AtomicU64,
     conn: Weak<Conn>,
 ) -> String {
-    let Some(timeout) = pool.settings.keepalive_timeout else {
+    let Some(timeout) = pool.settings().keepalive_timeout else {
         return std::future::pending().await;
     };
     loop {

@@ -53,7 +53,7 @@ pub async fn maintain<E: Maintained>(ep: Arc<E>, mut stop: watch::Receiver<bool>
                 }
                 tracing::debug!(upstream = %p.upstream, endpoint = %p.address, conn = c.id,
                     idle = idle_close, "retiring connection");
-                p.remove(c.id);
+                p.remove_conn(c.id);
             } else {
                 c.refresh_max_streams();
             }

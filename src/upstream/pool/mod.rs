@@ -8,8 +8,9 @@
 //! connection list is read without a lock (`ArcSwap`); counters are atomics.
 
 mod conn;
-mod maintain;
+pub mod maintain;
 mod reach;
+mod settings;
 mod wait;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,84 +23,10 @@ use h2::client::SendRequest;
 use tokio::sync::Notify;
 
 pub use conn::Conn;
-pub use maintain::{maintain, Maintained};
 pub use reach::{log_failure, Reach};
+pub use settings::{PoolSettings, CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
 use crate::clock;
-use crate::config::{PoolConfig, PoolMode};
-
-/// HTTP/2 stream window the gateway announces (upstream and downstream).
-pub const STREAM_WINDOW: u32 = 256 * 1024;
-/// HTTP/2 connection window the gateway announces to clients.
-pub const CONN_WINDOW: u32 = 1024 * 1024;
-/// HTTP/2 connection window the gateway announces to upstreams: room for 1024 full stream
-/// windows. An upstream connection carries many clients' streams; with a window of a few
-/// streams, four clients that stop reading would stall every other stream on it. What the
-/// gateway buffers stays bounded per stream by [`STREAM_WINDOW`].
-pub const UPSTREAM_CONN_WINDOW: u32 = STREAM_WINDOW * 1024;
-/// Largest HTTP/2 frame the gateway accepts.
-pub const MAX_FRAME: u32 = 64 * 1024;
-
-/// Pool settings resolved from the config once at start-up.
-#[derive(Clone, Debug)]
-pub struct PoolSettings {
-    /// strict or loose.
-    pub mode: PoolMode,
-    /// Connections kept open.
-    pub min: usize,
-    /// Most connections (loose may exceed it).
-    pub max: usize,
-    /// Longest strict-mode queue wait.
-    pub queue_timeout: Duration,
-    /// Most waiters in the strict-mode queue.
-    pub queue_size: usize,
-    /// Idle connections above `min` close after this.
-    pub idle_timeout: Duration,
-    /// Connections stop taking streams after this.
-    pub max_lifetime: Option<Duration>,
-    /// `false`: a connection per call.
-    pub reuse: bool,
-    /// Connect + handshake timeout.
-    pub dial_timeout: Duration,
-    /// Backoff cap.
-    pub backoff_max: Duration,
-    /// PING interval; `None` disables keepalive.
-    pub keepalive_time: Option<Duration>,
-    /// PING answer timeout.
-    pub keepalive_timeout: Option<Duration>,
-    /// HTTP/2 stream window.
-    pub stream_window: u32,
-    /// HTTP/2 connection window.
-    pub conn_window: u32,
-    /// HTTP/2 max frame size.
-    pub max_frame_size: u32,
-    /// TLS towards the endpoint (h2c when `None`).
-    pub tls: Option<Arc<crate::tls::ClientTls>>,
-}
-
-impl PoolSettings {
-    /// Resolves the YAML settings.
-    pub fn from_config(c: &PoolConfig) -> PoolSettings {
-        PoolSettings {
-            mode: c.mode,
-            min: c.min_connections,
-            max: c.max_connections,
-            queue_timeout: c.queue_timeout.0,
-            queue_size: c.queue_size,
-            idle_timeout: c.idle_timeout.0,
-            max_lifetime: c.max_lifetime.nonzero(),
-            reuse: c.reuse,
-            dial_timeout: c.dial_timeout.0,
-            backoff_max: c.backoff_max_delay.0,
-            keepalive_time: c.keepalive_time.nonzero(),
-            keepalive_timeout: c.keepalive_time.nonzero().map(|_| c.keepalive_timeout.0),
-            stream_window: STREAM_WINDOW,
-            conn_window: UPSTREAM_CONN_WINDOW,
-            max_frame_size: MAX_FRAME,
-            tls: None,
-        }
-    }
-}
 
 /// State shared by every endpoint of one upstream group.
 pub struct UpstreamShared {
@@ -324,7 +251,7 @@ impl Pool {
             let mut notified = Box::pin(p.wake.notified());
             notified.as_mut().enable();
             let lease = p.try_lease();
-            let until = wait::until(may_dial, limit, &mut queued_until);
+            let until = wait_until(may_dial, limit, &mut queued_until);
             let waited = if lease.is_none() {
                 tokio::time::timeout_at(until, notified).await.is_ok()
             } else {
@@ -397,7 +324,7 @@ impl PoolInner {
     }
 
     /// Removes a connection from the list (it takes no new streams; open ones finish).
-    fn remove(&self, id: u64) {
+    fn remove_conn(&self, id: u64) {
         self.conns.rcu(|list| {
             list.iter()
                 .filter(|c| c.id != id)
@@ -408,14 +335,10 @@ impl PoolInner {
         self.wake.notify_waiters();
     }
 
-    fn ping_interval(&self) -> Duration {
-        self.group.ping_interval()
-    }
-
     /// The upstream sent GOAWAY ENHANCE_YOUR_CALM, which gRPC servers send for `too_many_pings`
     /// (h2 does not let us read the debug data that would tell it from other causes): halve
     /// the PING rate.
-    fn too_many_pings(&self) {
+    fn slow_pings(&self) {
         let g = &self.group;
         let now = g.ping_interval_ms.load(Ordering::Relaxed);
         let doubled = now.saturating_mul(2).min(3_600_000);
@@ -431,5 +354,43 @@ impl PoolInner {
                  to {doubled} ms (and doubled again on each further one)"
             );
         }
+    }
+}
+
+/// When a wait ends: `limit` from now for a dial in progress (`may_dial`); for a strict pool's
+/// queue, `limit` after the call's first wait, kept in `queued_until`.
+fn wait_until(
+    may_dial: bool,
+    limit: Duration,
+    queued_until: &mut Option<tokio::time::Instant>,
+) -> tokio::time::Instant {
+    if may_dial {
+        tokio::time::Instant::now() + limit
+    } else {
+        *queued_until.get_or_insert_with(|| tokio::time::Instant::now() + limit)
+    }
+}
+
+impl conn::Owner for PoolInner {
+    fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+    fn upstream(&self) -> &str {
+        &self.upstream
+    }
+    fn address(&self) -> &str {
+        &self.address
+    }
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+    fn ping_interval(&self) -> Duration {
+        self.group.ping_interval()
+    }
+    fn too_many_pings(&self) {
+        self.slow_pings();
+    }
+    fn remove(&self, id: u64) {
+        self.remove_conn(id);
     }
 }

@@ -4,8 +4,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::{AcquireError, PoolInner};
 use crate::clock;
 use crate::config::PoolMode;
@@ -62,19 +60,5 @@ impl PoolInner {
             return Err(AcquireError::Connect(format!("timed out after {limit:?}")));
         }
         Ok(())
-    }
-}
-
-/// When a wait ends: `limit` from now for a dial in progress (`may_dial`); for a strict pool's
-/// queue, `limit` after the call's first wait, kept in `queued_until`.
-pub(super) fn until(
-    may_dial: bool,
-    limit: Duration,
-    queued_until: &mut Option<Instant>,
-) -> Instant {
-    if may_dial {
-        Instant::now() + limit
-    } else {
-        *queued_until.get_or_insert_with(|| Instant::now() + limit)
     }
 }
