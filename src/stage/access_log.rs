@@ -218,10 +218,16 @@ impl Observer for AccessLogStage {
     }
 
     fn end(&self, mut entry: Entry, end: End<'_>) {
-        if let End::Failed(e) = end {
-            entry.stage = status_of(e).stage.unwrap_or_default();
-        }
-        entry.write(&self.shared, end.code());
+        let code = match end {
+            // One status_of for both the stage and the code.
+            End::Failed(e) => {
+                let status = status_of(e);
+                entry.stage = status.stage.unwrap_or_default();
+                status.code as usize
+            }
+            _ => end.code(),
+        };
+        entry.write(&self.shared, code);
     }
 }
 
