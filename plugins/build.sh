@@ -47,5 +47,5 @@ c/method-deny/build.sh "$here/build"
 # The same C plugin built against a later 0.1.x of the contract: the gateway must accept it.
 later="$here/target/wit-0.1.9"
 mkdir -p "$later"
-sed 's/^package synapsor:plugin@0\.1\.0;/package synapsor:plugin@0.1.9;/' "$here/../wit/plugin.wit" >"$later/plugin.wit"
+sed 's/^package synapsor:plugin@0\.1\.0;/package synapsor:plugin@0.1.9;/' "$here/../wit/v0.1/plugin.wit" >"$later/plugin.wit"
 WIT="$later" NAME=method_deny_0_1_9 c/method-deny/build.sh "$here/build"

@@ -5,8 +5,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-$here/../../build}"
-# WIT and NAME let plugins/build.sh build the same plugin against another 0.1.x of the WIT.
-wit="${WIT:-$here/../../../wit}"
+# WIT and NAME let plugins/build.sh build the same plugin against another 0.1.x of the WIT (the C example stays on 0.1).
+wit="${WIT:-$here/../../../wit/v0.1}"
 name="${NAME:-method_deny}"
 gen="$here/../../target/c-gen/$name"
 mkdir -p "$gen" "$out"
