@@ -195,11 +195,15 @@ fn check_plugins(config: &synapsor::config::Config) -> bool {
             match synapsor::plugin::describe(w) {
                 Ok(d) => {
                     eprintln!(
-                        "plugin {} ({}): compiled and initialised{}",
+                        "plugin {} ({}): compiled and initialised, contract {}{}",
                         w.name,
                         w.path.display(),
+                        d.contract,
                         if d.wasi { "; WASI p2 linked" } else { "" }
                     );
+                    if !d.message_hooks.is_empty() {
+                        eprintln!("  message hooks: {}", d.message_hooks.join(", "));
+                    }
                     eprintln!("  exports: {}", d.exports.join(", "));
                     eprintln!("  imports: {}", d.imports.join(", "));
                 }

@@ -23,6 +23,10 @@ pub enum Load {
     Stream64K,
     /// Bidi ping-pong of 100 B, 64 streams over 4 connections.
     PingPong,
+    /// Bidi ping-pong of 1 KiB messages whose payload is itself a protobuf message (a 20-byte
+    /// name in field 1, a 30-byte e-mail in field 2, filler bytes in field 3): what
+    /// `pii-redact` with `fields: ["1.1", "1.2"]` rewrites. Only on request.
+    PingPong1K,
     /// Small unary again, from `h2load` instead of tonic (see `h2load.rs`); only on request.
     Unary100H2load,
 }
@@ -38,12 +42,13 @@ impl Load {
     ];
 
     /// Every load `--loads` accepts: the default ones and those run only on request.
-    pub const KNOWN: [Load; 6] = [
+    pub const KNOWN: [Load; 7] = [
         Load::Unary100,
         Load::Unary1M,
         Load::Stream100,
         Load::Stream64K,
         Load::PingPong,
+        Load::PingPong1K,
         Load::Unary100H2load,
     ];
 
@@ -55,6 +60,7 @@ impl Load {
             Load::Stream100 => "stream-100b",
             Load::Stream64K => "stream-64kib",
             Load::PingPong => "pingpong-100b",
+            Load::PingPong1K => "pingpong-1kib",
             Load::Unary100H2load => "unary-100b-h2load",
         }
     }
@@ -64,13 +70,13 @@ impl Load {
         match self {
             Load::Unary100 | Load::Unary1M | Load::Unary100H2load => "calls/s",
             Load::Stream100 | Load::Stream64K => "msgs/s",
-            Load::PingPong => "round trips/s",
+            Load::PingPong | Load::PingPong1K => "round trips/s",
         }
     }
 
     fn streams(self) -> usize {
         match self {
-            Load::Unary100 | Load::PingPong | Load::Unary100H2load => 64,
+            Load::Unary100 | Load::PingPong | Load::PingPong1K | Load::Unary100H2load => 64,
             Load::Unary1M => 8,
             Load::Stream100 | Load::Stream64K => 4,
         }
@@ -249,10 +255,14 @@ async fn work(load: Load, mut c: EchoClient<Channel>, deadline: Instant, o: &mut
         }
         // Never started here (`run` refuses it): h2load runs it.
         Load::Unary100H2load => {}
-        Load::PingPong => {
+        Load::PingPong | Load::PingPong1K => {
             let (tx, rx) = mpsc::channel(1);
             let msg = EchoRequest {
-                payload: vec![0x42; 100],
+                payload: if load == Load::PingPong {
+                    vec![0x42; 100]
+                } else {
+                    person_1k()
+                },
                 ..Default::default()
             };
             let _ = tx.send(msg.clone()).await;
@@ -285,4 +295,22 @@ async fn work(load: Load, mut c: EchoClient<Channel>, deadline: Instant, o: &mut
             }
         }
     }
+}
+
+/// A 1 KiB protobuf message: field 1 a 20-byte name, field 2 a 30-byte e-mail address, field
+/// 3 filler (protobuf encoding: tag byte, one- or two-byte length, bytes).
+fn person_1k() -> Vec<u8> {
+    let mut m = Vec::with_capacity(1024);
+    m.push(0x0a);
+    m.push(20);
+    m.extend_from_slice(b"Ada Lovelace-Byron 1");
+    m.push(0x12);
+    m.push(30);
+    m.extend_from_slice(b"ada.lovelace@example.invalid.x");
+    let filler = 1024 - m.len() - 3;
+    m.push(0x1a);
+    m.push((filler as u8 & 0x7f) | 0x80);
+    m.push((filler >> 7) as u8);
+    m.resize(1024, 0x66);
+    m
 }

@@ -7,7 +7,7 @@
 //!
 //! Options: `--rounds N` (3), `--secs S` per measurement (5), `--loads a,b` (all five; also
 //! `unary-100b-h2load`, the small unary load from `h2load`, Debian's nghttp2-client),
-//! `--targets a,b` (direct,synapsor; also synapsor+stages, synapsor+plugin, synapsor+plugin-req, synapsor+limit, synapsor+redis-limit, nginx, haproxy), `--gateway PATH` (target/release/synapsor), `--workers N`
+//! `--targets a,b` (direct,synapsor; also synapsor+stages, synapsor+plugin, synapsor+plugin-req, synapsor+msg-plugin, synapsor+pii-redact, synapsor+limit, synapsor+redis-limit, nginx, haproxy), `--gateway PATH` (target/release/synapsor), `--workers N`
 //! (the gateway's `runtime.workers`; 0, one per core).
 
 mod h2load;
@@ -106,6 +106,8 @@ fn main() -> anyhow::Result<()> {
                     "synapsor+stages" => Chain::Stages,
                     "synapsor+plugin" => Chain::Plugin,
                     "synapsor+plugin-req" => Chain::PluginRequestOnly,
+                    "synapsor+msg-plugin" => Chain::MessagePlugin,
+                    "synapsor+pii-redact" => Chain::PiiRedact,
                     "synapsor+limit" => Chain::LocalLimit,
                     "synapsor+redis-limit" => {
                         Chain::RedisLimit(redis.as_ref().expect("started above").port)

@@ -170,6 +170,10 @@ pub enum Chain {
     Plugin,
     /// The same plugin with `on_response: false`.
     PluginRequestOnly,
+    /// The same plugin asking for both message hooks, which continue every message.
+    MessagePlugin,
+    /// The `pii-redact` example redacting fields 1.1 and 1.2 in both directions.
+    PiiRedact,
     /// A `rate_limit` in this process that the load never reaches.
     LocalLimit,
     /// The same limit shared through the redis-server on this port.
@@ -223,6 +227,8 @@ pub fn synapsor(
         Chain::Stages => "synapsor+stages",
         Chain::Plugin => "synapsor+plugin",
         Chain::PluginRequestOnly => "synapsor+plugin-req",
+        Chain::MessagePlugin => "synapsor+msg-plugin",
+        Chain::PiiRedact => "synapsor+pii-redact",
         Chain::LocalLimit => "synapsor+limit",
         Chain::RedisLimit(_) => "synapsor+redis-limit",
     };
@@ -240,6 +246,14 @@ pub fn synapsor(
             "    interceptors:\n      - wasm: {{ name: reader, path: \"{}\", isolation: reuse, on_response: {} }}\n",
             plugin("misbehave")?.display(),
             chain == Chain::Plugin
+        ),
+        Chain::MessagePlugin => format!(
+            "    interceptors:\n      - wasm: {{ name: reader, path: \"{}\", isolation: reuse, config: {{ messages: true, response_messages: true }} }}\n",
+            plugin("misbehave")?.display(),
+        ),
+        Chain::PiiRedact => format!(
+            "    interceptors:\n      - wasm: {{ name: pii, path: \"{}\", isolation: reuse, config: {{ fields: [\"1.1\", \"1.2\"] }} }}\n",
+            plugin("pii_redact")?.display(),
         ),
         // A limit the load never reaches, per client IP: in this process, or in Redis (one
         // script call per call; a failing Redis would show as errors).

@@ -32,7 +32,9 @@ pub use model::{
     ReloadConfig, RouteConfig, UpstreamConfig,
 };
 pub use outlier::OutlierConfig;
-pub use plugin::{ByteSize, Isolation, OnError, WasmConfig, MAX_MEMORY_LIMIT, MAX_TOTAL_INSTANCES};
+pub use plugin::{
+    ByteSize, Isolation, MessagePolicy, OnError, WasmConfig, MAX_MEMORY_LIMIT, MAX_TOTAL_INSTANCES,
+};
 pub use stage::{
     check_method_pattern, AccessConfig, AccessDefault, AccessLogConfig, AccessRule, ApiKeyConfig,
     ApiKeyEntry, Cidr, ConcurrencyLimitConfig, JwtConfig, KeySpec, LogFormat, MetricsConfig,

@@ -56,6 +56,31 @@ pub struct WasmConfig {
     /// plugin that only decides on requests.
     #[serde(default = "yes")]
     pub on_response: bool,
+    /// The largest gRPC message (after decompression) a message hook is shown (default `4MiB`,
+    /// gRPC's own default receive limit; at most `memory_limit`): the plugin's message is held
+    /// in the gateway and copied into the instance's memory.
+    #[serde(default = "default_max_message")]
+    pub max_message_size: ByteSize,
+    /// A message over `max_message_size`: `reject` (default) ends the call with
+    /// RESOURCE_EXHAUSTED; `pass` forwards it untouched without showing it to the plugin.
+    #[serde(default)]
+    pub on_oversize_message: MessagePolicy,
+    /// A message compressed with an encoding the gateway cannot read (it reads `gzip` and
+    /// `deflate`): `reject` (default) ends the call with UNIMPLEMENTED, as a gRPC server does;
+    /// `pass` forwards it untouched without showing it to the plugin.
+    #[serde(default)]
+    pub on_unknown_encoding: MessagePolicy,
+}
+
+/// What happens to a message a plugin's message hook cannot be shown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessagePolicy {
+    /// End the call with a status.
+    #[default]
+    Reject,
+    /// Forward the message untouched; the plugin does not see it.
+    Pass,
 }
 
 /// How plugin instances are shared between calls.
@@ -83,6 +108,10 @@ pub enum OnError {
 fn default_timeout() -> Dur {
     Dur::millis(10)
 }
+fn default_max_message() -> ByteSize {
+    ByteSize(4 << 20)
+}
+
 fn default_memory() -> ByteSize {
     ByteSize(16 << 20)
 }
@@ -196,6 +225,13 @@ impl WasmConfig {
         }
         if self.memory_limit.0 < 64 << 10 || self.memory_limit.0 > MAX_MEMORY_LIMIT {
             return bad("memory_limit", "must be from 64KiB to 256MiB");
+        }
+        if self.max_message_size.0 == 0 || self.max_message_size.0 > self.memory_limit.0 {
+            return bad(
+                "max_message_size",
+                "must be more than 0 and at most memory_limit (the message is copied into the \
+                 plugin's memory)",
+            );
         }
         if self.max_instances == 0 || self.max_instances > MAX_TOTAL_INSTANCES {
             return bad("max_instances", "must be from 1 to 480");

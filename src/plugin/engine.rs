@@ -10,8 +10,8 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::Interceptor;
-use super::instance::HostState;
+use super::bindings::{v1, v2};
+use super::host::HostState;
 use crate::config::{MAX_MEMORY_LIMIT, MAX_TOTAL_INSTANCES};
 
 /// How often the epoch advances: the granularity of plugin timeouts, and how often a long
@@ -22,7 +22,7 @@ pub const TICK: Duration = Duration::from_millis(1);
 pub struct Host {
     /// The engine every plugin runs on.
     pub engine: Engine,
-    /// The linker for components that import only `synapsor:plugin/host`.
+    /// The linker for components that import only `synapsor:plugin/host` (0.1.x or 0.2.x).
     pub plain: Linker<HostState>,
     /// The linker that also offers WASI p2 (for components that import `wasi:*`).
     pub wasi: Linker<HostState>,
@@ -63,11 +63,11 @@ fn build() -> Result<Host, String> {
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config).map_err(|e| format!("wasmtime engine: {e:#}"))?;
     let mut plain = Linker::new(&engine);
-    Interceptor::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-        &mut plain,
-        |s| s,
-    )
-    .map_err(|e| format!("linking the host interface: {e:#}"))?;
+    type Data = wasmtime::component::HasSelf<HostState>;
+    v2::Interceptor::add_to_linker::<HostState, Data>(&mut plain, |s| s)
+        .map_err(|e| format!("linking the 0.2 host interface: {e:#}"))?;
+    v1::Interceptor::add_to_linker::<HostState, Data>(&mut plain, |s| s)
+        .map_err(|e| format!("linking the 0.1 host interface: {e:#}"))?;
     let mut wasi = plain.clone();
     wasmtime_wasi::p2::add_to_linker_async(&mut wasi)
         .map_err(|e| format!("linking WASI p2: {e:#}"))?;

@@ -1,20 +1,19 @@
-//! Instances of one loaded plugin version: the per-store state the host functions see, the
-//! memory limiter, the bounded pool of reusable instances, and one hook call with its deadline.
+//! Instances of one loaded plugin version: the bounded pool of reusable instances, and one hook
+//! call with its deadline (the store's state and the host functions are in `host.rs`).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
 
 use super::bindings::{
-    synapsor, Interceptor, InterceptorPre, Level, RequestAction, RequestInfo, ResponseAction,
-    ResponseInfo,
+    Hooks, Message, MessageAction, RequestAction, RequestInfo, ResponseAction, ResponseInfo,
 };
+use super::compat::{Direction, Guest, Pre};
+use super::host::{CallCtx, HostState, Limiter, PluginShared};
 use super::Failure;
 
 /// How long a call runs before an epoch tick makes it yield (and, on a worker, move to the
@@ -22,163 +21,10 @@ use super::Failure;
 /// 1 ms tick a call that runs long yields within about 1.25 ms of starting.
 pub const INLINE_SLICE: Duration = Duration::from_micros(250);
 
-/// Counters a plugin holds at most.
-pub const MAX_COUNTERS: usize = 10_000;
-/// The longest counter key.
-pub const MAX_COUNTER_KEY: usize = 256;
-/// The longest log line a plugin may write.
-const MAX_LOG: usize = 4096;
-/// Log lines a plugin may write per second (all its instances together); the rest are dropped
-/// and counted in the next line that gets through.
-const LOGS_PER_SECOND: u64 = 100;
-
-/// What a plugin's instances share: its name and its counters.
-pub struct PluginShared {
-    /// The plugin's name.
-    pub name: Arc<str>,
-    counters: DashMap<String, AtomicI64>,
-    /// The second (since the Unix epoch) the log budget is counted for, and lines used in it.
-    log_second: AtomicU64,
-    log_lines: AtomicU64,
-    log_dropped: AtomicU64,
-}
-
-impl PluginShared {
-    /// A plugin with no counters yet.
-    pub fn new(name: &str) -> Arc<PluginShared> {
-        Arc::new(PluginShared {
-            name: name.into(),
-            counters: DashMap::new(),
-            log_second: AtomicU64::new(0),
-            log_lines: AtomicU64::new(0),
-            log_dropped: AtomicU64::new(0),
-        })
-    }
-
-    /// Whether one more log line fits this second's budget; when it does, also how many lines
-    /// were dropped since the last one that got through.
-    fn log_budget(&self) -> Option<u64> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if self.log_second.swap(now, Ordering::Relaxed) != now {
-            self.log_lines.store(0, Ordering::Relaxed);
-        }
-        if self.log_lines.fetch_add(1, Ordering::Relaxed) >= LOGS_PER_SECOND {
-            self.log_dropped.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.log_dropped.swap(0, Ordering::Relaxed))
-    }
-
-    fn counter_add(&self, key: String, delta: i64) -> i64 {
-        if key.len() > MAX_COUNTER_KEY {
-            return 0;
-        }
-        if let Some(c) = self.counters.get(&key) {
-            return c.fetch_add(delta, Ordering::Relaxed).wrapping_add(delta);
-        }
-        if self.counters.len() >= MAX_COUNTERS {
-            return 0;
-        }
-        let c = self
-            .counters
-            .entry(key)
-            .or_insert_with(|| AtomicI64::new(0));
-        c.fetch_add(delta, Ordering::Relaxed).wrapping_add(delta)
-    }
-}
-
-/// The data of one instance's store.
-pub struct HostState {
-    shared: Arc<PluginShared>,
-    limiter: Limiter,
-    /// When the running call (or instantiation, or `init`) started, and when it must end.
-    started: Instant,
-    deadline: Instant,
-    wasi: Option<(WasiCtx, ResourceTable)>,
-}
-
-/// Caps linear memory; remembers a refused growth so the failure is reported as `memory`.
-struct Limiter {
-    memory: usize,
-    refused: bool,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let ok = desired <= self.memory && maximum.is_none_or(|m| desired <= m);
-        self.refused |= !ok;
-        Ok(ok)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000 && maximum.is_none_or(|m| desired <= m))
-    }
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        let (ctx, table) = self
-            .wasi
-            .get_or_insert_with(|| (WasiCtx::builder().build(), ResourceTable::new()));
-        WasiCtxView { ctx, table }
-    }
-}
-
-impl synapsor::plugin::types::Host for HostState {}
-
-impl synapsor::plugin::host::Host for HostState {
-    fn log(&mut self, level: Level, mut message: String) {
-        let Some(dropped) = self.shared.log_budget() else {
-            return;
-        };
-        if dropped > 0 {
-            tracing::warn!(plugin = %self.shared.name, "{dropped} log lines dropped (over {LOGS_PER_SECOND} a second)");
-        }
-        if message.len() > MAX_LOG {
-            let mut cut = MAX_LOG;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
-        let plugin = &*self.shared.name;
-        match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
-        }
-    }
-
-    fn now_unix_nanos(&mut self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-    }
-
-    fn counter_add(&mut self, key: String, delta: i64) -> i64 {
-        self.shared.counter_add(key, delta)
-    }
-}
-
 /// One instance: its store and its bindings.
 pub struct Instance {
     store: Store<HostState>,
-    bindings: Interceptor,
+    guest: Guest,
     calls: u64,
 }
 
@@ -201,7 +47,7 @@ impl Limits {
 
 /// One compiled and linked version of a plugin, with its idle instances.
 pub struct Version {
-    pre: InterceptorPre<HostState>,
+    pre: Pre,
     wasi: bool,
     config: Arc<str>,
     shared: Arc<PluginShared>,
@@ -212,12 +58,14 @@ pub struct Version {
     recycle_after: u64,
     /// Which load this is (1 = the first), for logs.
     pub generation: u64,
+    /// The message hooks its first instance's `init` asked for.
+    hooks: std::sync::OnceLock<Hooks>,
 }
 
 /// Everything needed to build a [`Version`].
 pub struct VersionParts {
     /// The pre-linked component.
-    pub pre: InterceptorPre<HostState>,
+    pub pre: Pre,
     /// Whether its stores need a WASI context.
     pub wasi: bool,
     /// The JSON config handed to `init`.
@@ -253,7 +101,13 @@ impl Version {
             slots: p.slots,
             recycle_after: p.recycle_after,
             generation: p.generation,
+            hooks: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The message hooks this version's plugin asked for (the first instance's answer).
+    pub fn hooks(&self) -> Hooks {
+        self.hooks.get().copied().unwrap_or(Hooks::empty())
     }
 
     /// A fresh instance, `init`ed with the plugin's config (used at load time to prove the
@@ -270,6 +124,7 @@ impl Version {
             wasi: self
                 .wasi
                 .then(|| (WasiCtx::builder().build(), ResourceTable::new())),
+            call: None,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -286,17 +141,20 @@ impl Version {
             })
         });
         store.set_epoch_deadline(1);
-        let bindings = match self.pre.instantiate_async(&mut store).await {
-            Ok(b) => b,
+        let guest = match self.pre.instantiate(&mut store).await {
+            Ok(g) => g,
             Err(e) => return Err(Failure::classify(&e, &store, "instantiate")),
         };
         arm(&mut store, self.limits.start_timeout());
-        match bindings.call_init(&mut store, &self.config).await {
-            Ok(Ok(())) => Ok(Instance {
-                store,
-                bindings,
-                calls: 0,
-            }),
+        match guest.init(&mut store, &self.config).await {
+            Ok(Ok(hooks)) => {
+                let _ = self.hooks.set(hooks);
+                Ok(Instance {
+                    store,
+                    guest,
+                    calls: 0,
+                })
+            }
             Ok(Err(msg)) => Err(Failure::Init(msg)),
             Err(e) => Err(Failure::classify(&e, &store, "init")),
         }
@@ -338,6 +196,7 @@ impl Version {
     /// Returns a healthy instance to the pool (unless it has served `recycle_after` calls).
     pub fn release(&self, mut lease: Lease) {
         lease.instance.calls += 1;
+        lease.instance.store.data_mut().call = None;
         if lease.instance.calls >= self.recycle_after {
             return;
         }
@@ -347,37 +206,64 @@ impl Version {
     }
 
     /// Runs `on-request` on a leased instance (on the plugin threads once it runs long, see
-    /// [`super::offload`]). On failure the instance is dropped.
-    pub async fn on_request(self: &Arc<Self>, info: RequestInfo) -> Result<RequestAction, Failure> {
+    /// [`super::offload`]) for the call `ctx` describes. On failure the instance is dropped.
+    pub async fn on_request(
+        self: &Arc<Self>,
+        ctx: Arc<CallCtx>,
+        info: RequestInfo,
+    ) -> Result<RequestAction, Failure> {
         let this = self.clone();
         super::offload::run(async move {
-            let mut lease = this.armed_lease().await?;
+            let mut lease = this.armed_lease(ctx).await?;
             let i = &mut lease.instance;
-            let r = i.bindings.call_on_request(&mut i.store, &info).await;
+            let r = i.guest.on_request(&mut i.store, info).await;
             this.settle(lease, r, "on-request")
         })
         .await
     }
 
-    /// Runs `on-response` on a leased instance, as [`Version::on_request`] does.
+    /// Runs `on-response`, as [`Version::on_request`] does.
     pub async fn on_response(
         self: &Arc<Self>,
+        ctx: Arc<CallCtx>,
         info: ResponseInfo,
     ) -> Result<ResponseAction, Failure> {
         let this = self.clone();
         super::offload::run(async move {
-            let mut lease = this.armed_lease().await?;
+            let mut lease = this.armed_lease(ctx).await?;
             let i = &mut lease.instance;
-            let r = i.bindings.call_on_response(&mut i.store, &info).await;
+            let r = i.guest.on_response(&mut i.store, info).await;
             this.settle(lease, r, "on-response")
         })
         .await
     }
 
-    /// An instance with the deadline of one call set.
-    async fn armed_lease(&self) -> Result<Lease, Failure> {
+    /// Runs the message hook of `dir`, as [`Version::on_request`] does.
+    pub async fn on_message(
+        self: &Arc<Self>,
+        ctx: Arc<CallCtx>,
+        dir: Direction,
+        message: Message,
+    ) -> Result<MessageAction, Failure> {
+        let this = self.clone();
+        let during = match dir {
+            Direction::Request => "on-request-message",
+            Direction::Response => "on-response-message",
+        };
+        super::offload::run(async move {
+            let mut lease = this.armed_lease(ctx).await?;
+            let i = &mut lease.instance;
+            let r = i.guest.on_message(&mut i.store, dir, &message).await;
+            this.settle(lease, r, during)
+        })
+        .await
+    }
+
+    /// An instance with the deadline of one call set, and the call's properties.
+    async fn armed_lease(&self, ctx: Arc<CallCtx>) -> Result<Lease, Failure> {
         let mut lease = self.lease().await?;
         lease.instance.arm(self.limits.timeout);
+        lease.instance.store.data_mut().call = Some(ctx);
         Ok(lease)
     }
 

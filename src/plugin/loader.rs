@@ -12,11 +12,14 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
-use super::bindings::InterceptorPre;
+use super::bindings::Hooks;
+use super::compat::Pre;
 use super::engine::{content_key, host, ContentKey};
-use super::instance::{Limits, PluginShared, Version, VersionParts};
+use super::host::PluginShared;
+use super::instance::{Limits, Version, VersionParts};
 use super::stats::Stats;
 use crate::config::{Isolation, WasmConfig};
+use crate::telemetry::Registry;
 
 /// A loaded plugin: its current version and everything that outlives a reload.
 pub struct Plugin {
@@ -53,6 +56,10 @@ pub struct Description {
     pub exports: Vec<String>,
     /// Whether WASI p2 is linked for it.
     pub wasi: bool,
+    /// The contract version it was built against: `0.1` or `0.2`.
+    pub contract: &'static str,
+    /// The message hooks its `init` asked for: `request`, `response`.
+    pub message_hooks: Vec<&'static str>,
 }
 
 /// Runs a future to completion on a thread of its own (loading happens at start-up, possibly
@@ -83,11 +90,16 @@ fn mark(path: &Path, bytes: &[u8]) -> FileMark {
 }
 
 impl Plugin {
-    /// Loads a plugin: fails with a message naming the file when it cannot be read, compiled,
-    /// linked or `init`ed.
+    /// Loads a plugin whose metrics are shown nowhere (benchmarks); see [`Plugin::load_in`].
     pub fn load(cfg: &WasmConfig) -> Result<Arc<Plugin>, String> {
+        Plugin::load_in(cfg, &Registry::default())
+    }
+
+    /// Loads a plugin (the metrics it defines shown on `registry`): fails with a message naming
+    /// the file when it cannot be read, compiled, linked or `init`ed.
+    pub(crate) fn load_in(cfg: &WasmConfig, registry: &Registry) -> Result<Arc<Plugin>, String> {
         let config_json: Arc<str> = cfg.config_json()?.into();
-        let shared = PluginShared::new(&cfg.name);
+        let shared = PluginShared::new(&cfg.name, registry);
         let slots = Arc::new(Semaphore::new(cfg.max_instances as usize));
         let bytes = read(&cfg.path)?;
         let (version, _) = build(cfg, &bytes, &shared, &slots, &config_json, 1)?;
@@ -183,8 +195,8 @@ fn build(
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| format!("plugin {path} needs imports the gateway does not offer: {e:#}"))?;
-    let pre = InterceptorPre::new(pre).map_err(|e| {
-        format!("plugin {path} does not export the synapsor:plugin/interceptor world: {e:#}")
+    let (pre, contract) = Pre::new(pre).map_err(|e| {
+        format!("plugin {path} does not export the synapsor:plugin/interceptor world ({e})")
     })?;
     let (imports, exports) = host.describe(&component);
     let version = Version::new(VersionParts {
@@ -207,12 +219,23 @@ fn build(
     if cfg.isolation == Isolation::Reuse {
         version.keep(first);
     }
+    let hooks = version.hooks();
+    let message_hooks = [
+        (Hooks::REQUEST_MESSAGES, "request"),
+        (Hooks::RESPONSE_MESSAGES, "response"),
+    ]
+    .into_iter()
+    .filter(|(h, _)| hooks.contains(*h))
+    .map(|(_, name)| name)
+    .collect();
     Ok((
         version,
         Description {
             imports,
             exports,
             wasi,
+            contract,
+            message_hooks,
         },
     ))
 }
@@ -220,7 +243,7 @@ fn build(
 /// Compiles a plugin and `init`s one instance, for `synapsor check`.
 pub fn describe(cfg: &WasmConfig) -> Result<Description, String> {
     let bytes = read(&cfg.path)?;
-    let shared = PluginShared::new(&cfg.name);
+    let shared = PluginShared::new(&cfg.name, &Registry::default());
     let slots = Arc::new(Semaphore::new(1));
     let config: Arc<str> = cfg.config_json()?.into();
     build(cfg, &bytes, &shared, &slots, &config, 1).map(|(_, d)| d)

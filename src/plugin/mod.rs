@@ -3,8 +3,12 @@
 //!
 //! - [`engine`]: one wasmtime `Engine` (pooling allocator, epoch interruption, one ticker
 //!   thread), the linkers, compilation with a cache by content hash.
-//! - [`instance`]: the store state host functions see, the memory limiter, the bounded instance
-//!   pool and one hook call under its deadline.
+//! - [`bindings`], [`compat`]: the contract's two versions (0.2, and 0.1 served unchanged).
+//! - [`host`]: the store state host functions see (counters, metrics, log budget, the call's
+//!   properties), the memory limiter.
+//! - [`instance`]: the bounded instance pool and one hook call under its deadline.
+//! - [`message`], [`codec`]: the message hooks in a call's body, gRPC framing and compression.
+//! - [`custom`]: metrics plugins define.
 //! - [`loader`]: load, reload on file change or SIGHUP, and the watcher thread.
 //! - [`offload`]: hook calls that run long move off the worker to the plugin threads.
 //! - [`convert`]: what a plugin is shown, and checking what it answers.
@@ -15,11 +19,16 @@
 //! goes on unchanged (`allow`).
 
 pub mod bindings;
+pub mod codec;
+pub mod compat;
 pub mod convert;
+pub mod custom;
 pub mod engine;
 mod failure;
+pub mod host;
 pub mod instance;
 pub mod loader;
+pub mod message;
 pub mod offload;
 mod service;
 pub mod stats;

@@ -15,14 +15,18 @@ use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 use tower::{Layer, Service};
 
-use super::bindings::{Header, RequestAction, ResponseAction};
+use super::bindings::{Header, Hooks, RequestAction, ResponseAction};
+use super::codec::Encoding;
+use super::compat::Direction;
 use super::convert::{self, Target};
+use super::host::CallCtx;
 use super::instance::Version;
+use super::message::{MessageBody, MessageHook, Verdict};
 use super::{Failure, Plugin};
 use crate::config::{OnError, WasmConfig};
 use crate::grpc::{self, Code};
-use crate::stack::Rejected;
 use crate::stack::{status_of, Body, BoxError, Request, Response};
+use crate::stack::{Inbound, Rejected, UpstreamEndpoint, UpstreamGroup};
 use crate::telemetry::Registry;
 
 /// The layer of one `wasm` stage.
@@ -34,7 +38,7 @@ pub struct WasmLayer {
 impl WasmLayer {
     /// Loads the plugin (compiling it and `init`ing one instance) and registers its metrics.
     pub fn new(cfg: &WasmConfig, registry: &Registry) -> Result<WasmLayer, String> {
-        let plugin = Plugin::load(cfg)?;
+        let plugin = Plugin::load_in(cfg, registry)?;
         super::PluginMetrics::add(registry, plugin.shared.name.clone(), plugin.stats.clone());
         Ok(WasmLayer { plugin })
     }
@@ -76,57 +80,105 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
         let fresh = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, fresh);
-        let plugin = self.plugin.clone();
-        Box::pin(async move {
-            let version = plugin.current.load_full();
-            let call_id = convert::next_call_id();
-            let info = convert::request_info(&req, call_id);
-            let started = Instant::now();
-            let method = info.method.clone();
-            let answer = version.on_request(info).await;
-            plugin.stats.observe(started.elapsed());
-            plugin.stats.calls[0].fetch_add(1, Ordering::Relaxed);
-            let outcome = match answer {
-                Ok(RequestAction::Continue(ops)) => convert::check_ops(&ops, Target::Request)
-                    .map(|ops| convert::apply(ops, req.headers_mut()))
-                    .map_err(Failure::Invalid),
-                Ok(RequestAction::Reject(r)) => match convert::rejection(&r) {
-                    Ok(rejected) => {
-                        plugin.stats.rejections.fetch_add(1, Ordering::Relaxed);
-                        return Err(rejected.by_plugin(&plugin.shared.name).into());
-                    }
-                    Err(e) => Err(Failure::Invalid(e)),
-                },
-                Err(f) => Err(f),
-            };
-            if let Err(f) = outcome {
-                if let Some(denied) = plugin.failed(&f) {
-                    return Err(denied.into());
-                }
-            }
-            if !plugin.cfg.on_response {
-                return inner.call(req).await;
-            }
-            let hook = Hook {
-                plugin,
-                version,
-                call_id,
-                method,
-            };
-            match inner.call(req).await {
-                Ok(resp) => Ok(hook.on_answer(resp).await),
-                Err(e) => hook.on_error(e).await,
-            }
-        })
+        let inner = std::mem::replace(&mut self.inner, fresh);
+        Box::pin(serve(self.plugin.clone(), inner, req))
     }
+}
+
+/// One call through the plugin: `on-request`, then the message hooks it asked for around the
+/// inner service, then `on-response`.
+async fn serve<S>(plugin: Arc<Plugin>, mut inner: S, mut req: Request) -> Result<Response, BoxError>
+where
+    S: Service<Request, Response = Response, Error = BoxError>,
+{
+    let version = plugin.current.load_full();
+    let call_id = convert::next_call_id();
+    let ctx = Arc::new(CallCtx::new(
+        req.extensions().get::<Arc<Inbound>>().cloned(),
+    ));
+    let info = convert::request_info(&req, call_id);
+    let started = Instant::now();
+    let method = info.method.clone();
+    let answer = version.on_request(ctx.clone(), info).await;
+    plugin.stats.observe(started.elapsed());
+    plugin.stats.calls[0].fetch_add(1, Ordering::Relaxed);
+    let outcome = match answer {
+        Ok(RequestAction::Continue(ops)) => convert::check_ops(&ops, Target::Request)
+            .map(|ops| convert::apply(ops, req.headers_mut()))
+            .map_err(Failure::Invalid),
+        Ok(RequestAction::Reject(r)) => match convert::rejection(&r) {
+            Ok(rejected) => {
+                plugin.stats.rejections.fetch_add(1, Ordering::Relaxed);
+                return Err(rejected.by_plugin(&plugin.shared.name).into());
+            }
+            Err(e) => Err(Failure::Invalid(e)),
+        },
+        Err(f) => Err(f),
+    };
+    if let Err(f) = outcome {
+        if let Some(denied) = plugin.failed(&f) {
+            return Err(denied.into());
+        }
+    }
+    let mut hook = Hook {
+        plugin,
+        version,
+        ctx,
+        call_id,
+        method,
+    };
+    let hooks = hook.version.hooks();
+    if hooks == Hooks::empty() {
+        if !hook.plugin.cfg.on_response {
+            return inner.call(req).await;
+        }
+        return match inner.call(req).await {
+            Ok(resp) => Ok(hook.on_answer(resp).await),
+            Err(e) => hook.on_error(e).await,
+        };
+    }
+    let verdict = Arc::new(Verdict::default());
+    if hooks.contains(Hooks::REQUEST_MESSAGES) {
+        let messages = hook.messages(Direction::Request, req.headers(), hook.ctx.clone());
+        req = req.map(|b| Body::boxed(MessageBody::new(b, Some(messages), verdict.clone())));
+    }
+    match decided_or(inner.call(req), &verdict).await {
+        Ok(resp) => {
+            let resp = hook.watch(resp, hooks, verdict);
+            if !hook.plugin.cfg.on_response {
+                return Ok(resp);
+            }
+            Ok(hook.on_answer(resp).await)
+        }
+        Err(e) if !hook.plugin.cfg.on_response => Err(e),
+        Err(e) => hook.on_error(e).await,
+    }
+}
+
+/// The inner call's result, or the plugin's refusal of a request message once it is decided
+/// (which also wins over the failure the refusal caused upstream).
+async fn decided_or<F>(call: F, verdict: &Verdict) -> Result<Response, BoxError>
+where
+    F: Future<Output = Result<Response, BoxError>>,
+{
+    let mut call = std::pin::pin!(call);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = call.as_mut().poll(cx) {
+            return Poll::Ready(match (r, verdict.take()) {
+                (Err(_), Some(refused)) => Err(refused.into()),
+                (r, _) => r,
+            });
+        }
+        verdict.poll_take(cx).map(|refused| Err(refused.into()))
+    })
+    .await
 }
 
 impl Plugin {
     /// Counts and logs a failure; the rejection the call gets under `on_error: deny`.
-    fn failed(&self, f: &Failure) -> Option<Rejected> {
+    pub(super) fn failed(&self, f: &Failure) -> Option<Rejected> {
         self.stats.errors[f.index()].fetch_add(1, Ordering::Relaxed);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -149,21 +201,49 @@ impl Plugin {
     }
 }
 
-/// What `on-response` needs of a call.
+/// What the hooks after `on-request` need of a call.
 struct Hook {
     plugin: Arc<Plugin>,
     version: Arc<Version>,
+    ctx: Arc<CallCtx>,
     call_id: u64,
     method: String,
 }
 
 impl Hook {
+    /// The message hook of `dir` for this call, whose messages `headers` describe.
+    fn messages(&self, dir: Direction, headers: &HeaderMap, ctx: Arc<CallCtx>) -> Arc<MessageHook> {
+        Arc::new(MessageHook {
+            plugin: self.plugin.clone(),
+            version: self.version.clone(),
+            ctx,
+            call_id: self.call_id,
+            method: self.method.clone(),
+            dir,
+            encoding: Encoding::of(headers),
+        })
+    }
+
+    /// A response of a call with message hooks: its messages go through `on-response-message`
+    /// if the plugin asked, and it ends with the plugin's status if a request message is
+    /// refused. The hooks from now on see the upstream that serves the call.
+    fn watch(&mut self, resp: Response, hooks: Hooks, verdict: Arc<Verdict>) -> Response {
+        self.served_by(&resp);
+        if grpc::status_code(resp.headers()).is_some() {
+            return resp; // trailers-only: no body, no messages
+        }
+        let messages = hooks
+            .contains(Hooks::RESPONSE_MESSAGES)
+            .then(|| self.messages(Direction::Response, resp.headers(), self.ctx.clone()));
+        resp.map(|b| Body::boxed(MessageBody::new(b, messages, verdict)))
+    }
+
     /// Runs `on-response` for a call that ended with the status in `block`, and changes `block`
     /// as the plugin (or its failure) says. True when `block` changed.
     async fn finish(&self, headers: Vec<Header>, block: &mut HeaderMap) -> bool {
         let info = convert::response_info(self.call_id, &self.method, headers, block);
         let started = Instant::now();
-        let answer = self.version.on_response(info).await;
+        let answer = self.version.on_response(self.ctx.clone(), info).await;
         let stats = &self.plugin.stats;
         stats.observe(started.elapsed());
         stats.calls[1].fetch_add(1, Ordering::Relaxed);
@@ -198,9 +278,24 @@ impl Hook {
         }
     }
 
+    /// Notes the upstream group and endpoint that answered with `resp`, for `properties`.
+    fn served_by(&mut self, resp: &Response) {
+        let ext = resp.extensions();
+        let group = ext.get::<UpstreamGroup>().map(|g| g.0.clone());
+        if group.is_none() || self.ctx.group.is_some() {
+            return;
+        }
+        self.ctx = Arc::new(CallCtx {
+            group,
+            endpoint: ext.get::<UpstreamEndpoint>().map(|e| e.0.clone()),
+            ..(*self.ctx).clone()
+        });
+    }
+
     /// A response from the inner service: a trailers-only answer is finished now, a streamed
     /// one when its trailers pass.
-    async fn on_answer(self, mut resp: Response) -> Response {
+    async fn on_answer(mut self, mut resp: Response) -> Response {
+        self.served_by(&resp);
         if grpc::status_code(resp.headers()).is_some() {
             let mut headers = std::mem::take(resp.headers_mut());
             self.finish(Vec::new(), &mut headers).await;

@@ -28,15 +28,31 @@ pub const KINDS: [&str; 7] = [
     "instantiate",
 ];
 
+/// The hooks, as labelled in metrics.
+pub const HOOKS: [&str; 4] = [
+    "on_request",
+    "on_response",
+    "on_request_message",
+    "on_response_message",
+];
+
+/// Why a message was not shown to a plugin, as labelled in metrics: over `max_message_size`,
+/// or compressed in a way the gateway cannot read.
+pub const UNREAD: [&str; 2] = ["oversize", "encoding"];
+
 /// One plugin's counters.
 #[derive(Default)]
 pub struct Stats {
-    /// Hook calls: `[on-request, on-response]`.
-    pub calls: [AtomicU64; 2],
+    /// Hook calls, in the order of [`HOOKS`].
+    pub calls: [AtomicU64; 4],
     /// Calls the plugin rejected.
     pub rejections: AtomicU64,
     /// Statuses the plugin replaced.
     pub overrides: AtomicU64,
+    /// Messages the plugin replaced.
+    pub replacements: AtomicU64,
+    /// Messages it could not be shown, in the order of [`UNREAD`].
+    pub unread: [AtomicU64; 2],
     /// Failures by kind (indexes of [`KINDS`]).
     pub errors: [AtomicU64; KINDS.len()],
     buckets: [AtomicU64; BUCKETS.len()],
@@ -88,13 +104,28 @@ impl Collector for PluginMetrics {
         let all = self.0.all();
         // Each counter family: name, help, and per plugin its (extra label, value) rows.
         type Rows = fn(&Stats) -> Vec<(&'static str, &'static str, u64)>;
-        let families: [(&str, &str, Rows); 5] = [
+        let families: [(&str, &str, Rows); 7] = [
             ("synapsor_plugin_calls", "Plugin hook calls.", |s| {
-                let hooks = ["on_request", "on_response"].iter().zip(&s.calls);
+                let hooks = HOOKS.iter().zip(&s.calls);
                 hooks
                     .map(|(h, n)| ("hook", *h, n.load(Ordering::Relaxed)))
                     .collect()
             }),
+            (
+                "synapsor_plugin_message_replacements",
+                "Messages a plugin replaced.",
+                |s| vec![("", "", s.replacements.load(Ordering::Relaxed))],
+            ),
+            (
+                "synapsor_plugin_messages_unread",
+                "Messages a plugin's message hook could not be shown, by reason.",
+                |s| {
+                    let reasons = UNREAD.iter().zip(&s.unread);
+                    reasons
+                        .map(|(r, n)| ("reason", *r, n.load(Ordering::Relaxed)))
+                        .collect()
+                },
+            ),
             (
                 "synapsor_plugin_rejections",
                 "Calls a plugin refused.",

@@ -53,8 +53,8 @@ impl std::fmt::Display for Outcome {
 pub struct Client {
     /// The client's address.
     pub peer: std::net::SocketAddr,
-    /// Its TLS client certificate's identity, if any.
-    pub identity: Option<crate::stack::Principal>,
+    /// The listener it came on, its TLS server name and client certificate identity.
+    pub inbound: std::sync::Arc<crate::stack::Inbound>,
     /// Its calls that ended before the upstream answered, per second.
     pub early: crate::stack::ClientEarlyResets,
 }
@@ -86,10 +86,12 @@ where
     req.extensions_mut()
         .insert(crate::stack::PeerAddr(client.peer));
     req.extensions_mut().insert(client.early);
-    if let Some(id) = client.identity {
+    if let Some(id) = &client.inbound.client_identity {
         // The client certificate's identity, until an auth stage says otherwise.
-        req.extensions_mut().insert(id);
+        req.extensions_mut()
+            .insert(crate::stack::Principal(id.to_string()));
     }
+    req.extensions_mut().insert(client.inbound);
     let started = std::time::Instant::now();
     let outcome = run(svc, req, &mut respond).await;
     if let Some((path, started)) = log {

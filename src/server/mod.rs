@@ -16,7 +16,7 @@ use crate::batch_io::Batched;
 use crate::config::ListenerConfig;
 use crate::proxy;
 use crate::proxy::Stack;
-use crate::stack::Principal;
+use crate::stack::Inbound;
 use crate::tls::{Io, ServerTls};
 use crate::upstream::pool::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
@@ -230,25 +230,30 @@ pub async fn serve_conn(incoming: Incoming) {
     };
     let _ = tcp.set_nodelay(true);
     crate::sockopt::tcp_keepalive(&tcp);
-    let Some((io, identity)) = accept_tls(tcp, peer, &settings).await else {
+    let Some((io, tls)) = accept_tls(tcp, peer, &settings).await else {
         return;
     };
+    let inbound = Arc::new(Inbound {
+        listener: slot.name.clone(),
+        ..tls
+    });
     let Some(conn) = accept_h2(io, peer, &settings).await else {
         return;
     };
-    serve_streams(conn, &slot, peer, identity, &settings, shutdown).await;
+    serve_streams(conn, &slot, peer, inbound, &settings, shutdown).await;
 }
 
 /// The client's transport: the TCP stream as it is (h2c), or the TLS session over it once the
-/// handshake is done within `handshake_timeout`, with the identity of the client's certificate.
+/// handshake is done within `handshake_timeout`, with the server name the client asked for and
+/// the identity of its certificate (the listener's name is filled in by the caller).
 /// `None` (logged) when the handshake fails, times out, or does not agree on ALPN `h2`.
 async fn accept_tls(
     tcp: TcpStream,
     peer: SocketAddr,
     settings: &ListenerSettings,
-) -> Option<(Io, Option<Principal>)> {
+) -> Option<(Io, Inbound)> {
     let Some(tls) = &settings.tls else {
-        return Some((Io::Plain(tcp), None));
+        return Some((Io::Plain(tcp), Inbound::default()));
     };
     let accept = tls.acceptor().accept(tcp);
     match tokio::time::timeout(settings.handshake_timeout, accept).await {
@@ -258,12 +263,18 @@ async fn accept_tls(
                 tracing::debug!(%peer, "TLS client did not offer ALPN h2; closing");
                 return None;
             }
-            let identity = session
+            let client_identity = session
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(crate::tls::identity)
-                .map(Principal);
-            Some((Io::Server(Box::new(s)), identity))
+                .map(Arc::from);
+            let server_name = session.server_name().map(Arc::from);
+            let inbound = Inbound {
+                listener: Arc::from(""),
+                server_name,
+                client_identity,
+            };
+            Some((Io::Server(Box::new(s)), inbound))
         }
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -316,7 +327,7 @@ async fn serve_streams(
     mut conn: ClientConn,
     slot: &ListenerSlot,
     peer: SocketAddr,
-    identity: Option<Principal>,
+    inbound: Arc<Inbound>,
     settings: &ListenerSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -344,7 +355,7 @@ async fn serve_streams(
                         draining = true;
                         continue;
                     }
-                    spawn_stream(slot, peer, &identity, &early_resets, &resets, req, respond);
+                    spawn_stream(slot, peer, &inbound, &early_resets, &resets, req, respond);
                 }
                 Some(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "client connection error");
@@ -389,13 +400,13 @@ fn reset_flood(peer: SocketAddr, streams: u64, resets: &AtomicU64) -> bool {
     false
 }
 
-/// Serves one stream of the client at `peer` (with its certificate's `identity` and its
+/// Serves one stream of the client at `peer` (with its connection's `inbound` facts and its
 /// connection's `early_resets`) through the slot's current stack, on a task of its own; a stream
 /// the client reset early adds one to `resets`.
 fn spawn_stream(
     slot: &ListenerSlot,
     peer: SocketAddr,
-    identity: &Option<Principal>,
+    inbound: &Arc<Inbound>,
     early_resets: &crate::stack::ClientEarlyResets,
     resets: &Arc<AtomicU64>,
     req: http::Request<h2::RecvStream>,
@@ -405,7 +416,7 @@ fn spawn_stream(
     let resets = resets.clone();
     let client = proxy::Client {
         peer,
-        identity: identity.clone(),
+        inbound: inbound.clone(),
         early: early_resets.clone(),
     };
     tokio::spawn(async move {

@@ -19,6 +19,19 @@ pub struct Principal(pub String);
 #[derive(Clone, Debug, Default)]
 pub struct PrincipalSlot(pub Arc<std::sync::OnceLock<String>>);
 
+/// The listener a call came in on and what its client's TLS handshake said: one per client
+/// connection, shared by its streams, put in every request's extensions by the server.
+#[derive(Clone, Debug, Default)]
+pub struct Inbound {
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// The server name (SNI) the client asked for, on a TLS listener.
+    pub server_name: Option<Arc<str>>,
+    /// The identity in the client's certificate, on a listener that verifies them (see
+    /// `tls::identity`).
+    pub client_identity: Option<Arc<str>>,
+}
+
 /// The client's address, put in every request's extensions by the server.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);

@@ -11,7 +11,7 @@ mod context;
 
 pub use body::{Body, Seen, Watch};
 pub use context::{
-    ClientEarlyResets, PeerAddr, Principal, PrincipalSlot, Rejected, UpstreamEndpoint,
+    ClientEarlyResets, Inbound, PeerAddr, Principal, PrincipalSlot, Rejected, UpstreamEndpoint,
     UpstreamGroup,
 };
 

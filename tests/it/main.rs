@@ -24,6 +24,7 @@ mod listener;
 mod malformed;
 mod outlier;
 mod plugin_loading;
+mod plugin_messages;
 mod plugin_safety;
 mod plugins;
 mod pool;

@@ -120,6 +120,77 @@ async fn each_failure_ends_only_its_call_with_unavailable() {
     );
 }
 
+/// A request message whose payload asks the plugin (with `messages: true`) to misbehave.
+fn message(mode: &str) -> EchoRequest {
+    EchoRequest {
+        payload: mode.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_message_hook_is_contained_like_a_header_hook() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&cfg(&b, ", config: { messages: true }")).await;
+    let cases = [
+        ("loop", "timeout"),
+        ("alloc", "memory"),
+        ("panic", "trap"),
+        ("huge", "invalid"),
+        ("log-flood", "timeout"),
+    ];
+    for (mode, kind) in cases {
+        let mut bad = gw.client().await;
+        // Mid-stream: a good message first, answered, then the bad one.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut replies = bad.bidi(stream).await.unwrap().into_inner();
+        tx.send(message("fine")).await.unwrap();
+        let first = tokio_stream::StreamExt::next(&mut replies).await.unwrap();
+        assert_eq!(first.unwrap().payload, b"fine");
+        let flowed = while_flowing(&gw, async {
+            let t = Instant::now();
+            tx.send(message(mode)).await.unwrap();
+            let st = tokio_stream::StreamExt::next(&mut replies)
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(st.code(), Code::Unavailable, "{mode}: {st:?}");
+            assert_eq!(st.message(), format!("plugin misbehave failed: {kind}"));
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{mode} took {:?}",
+                t.elapsed()
+            );
+        })
+        .await;
+        if mode == "loop" {
+            assert!(flowed > 0, "calls kept flowing during the 200 ms spin");
+        }
+        bad.unary(message("after"))
+            .await
+            .unwrap_or_else(|e| panic!("after {mode}: {e:?}"));
+    }
+    support::wait_until(5, "every refused stream reset upstream", || {
+        b.observed.cancelled() == cases.len() as u64
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_message_hook_under_on_error_allow_passes_the_message_untouched() {
+    let b = Backend::start("b").await;
+    let gw = gateway(&cfg(&b, ", on_error: allow, config: { messages: true }")).await;
+    let mut c = gw.client().await;
+    for mode in ["loop", "panic", "alloc", "huge"] {
+        let r = c
+            .unary(message(mode))
+            .await
+            .unwrap_or_else(|e| panic!("{mode} should be allowed: {e:?}"));
+        assert_eq!(r.into_inner().payload, mode.as_bytes(), "{mode}: untouched");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_error_allow_lets_the_call_through() {
     let b = Backend::start("b").await;

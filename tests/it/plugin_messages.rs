@@ -1,0 +1,337 @@
+//! Message hooks (contract 0.2) with real components over real sockets: every message of the
+//! four call kinds through `msg_probe` (order and boundaries checked message by message),
+//! replacements larger than the original, gzip, rejections mid-stream in both directions,
+//! `max_message_size` both ways, call properties, and plugin-defined metrics with their bound.
+//!
+//! `msg_probe` (plugins/testing/msg-probe) replaces payload `P` (field 1 of `EchoRequest` and
+//! `EchoReply`) of message `i` by `req<i>:P` or `resp<i>:P`, refuses a message whose payload is
+//! `reject-me`, passes `keep`, and answers `props` with what `properties` says.
+
+use crate::support;
+
+use std::time::Duration;
+
+use support::{first_metadata as one, gateway, http_get, staged_config as cfg, wasm_stage as wasm};
+use synapsor_testkit::{Backend, EchoRequest};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Request};
+
+fn msg(payload: &[u8]) -> EchoRequest {
+    EchoRequest {
+        payload: payload.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn probed(extra: &str) -> (Backend, support::TestGateway) {
+    let b = Backend::start("b").await;
+    let gw = gateway(&cfg(&b.addr.to_string(), &wasm("mp", "msg_probe", extra))).await;
+    (b, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_of_the_four_call_kinds_goes_through_the_hooks_in_order() {
+    let (_b, gw) = probed("").await;
+    let mut c = gw.client().await;
+    // Unary: one message each way; the replacements are larger than the originals.
+    let r = c.unary(msg(b"hello")).await.unwrap().into_inner();
+    assert_eq!(text(&r.payload), "resp0:req0:hello");
+
+    // Client streaming: five request messages, one of 200 KiB (more than three DATA frames).
+    let big = vec![b'x'; 200 << 10];
+    let sent: Vec<Vec<u8>> = vec![
+        b"a".to_vec(),
+        big.clone(),
+        b"".to_vec(),
+        b"ccc".to_vec(),
+        b"d".to_vec(),
+    ];
+    let stream = tokio_stream::iter(sent.clone().into_iter().map(|p| msg(&p)));
+    let r = c.client_stream(stream).await.unwrap().into_inner();
+    assert_eq!(r.messages_received, 5, "boundaries kept");
+    let tagged: usize = sent
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("req{i}:").len() + p.len())
+        .sum();
+    assert_eq!(r.bytes_received as usize, tagged);
+    assert_eq!(
+        text(&r.payload),
+        "resp0:",
+        "the reply's empty payload, tagged"
+    );
+
+    // Server streaming: one request, five replies, each tagged with its own index.
+    let r = EchoRequest {
+        payload: b"s".to_vec(),
+        reply_count: 5,
+        ..Default::default()
+    };
+    let mut replies = c.server_stream(r).await.unwrap().into_inner();
+    for i in 0..5 {
+        let m = replies.next().await.unwrap().unwrap();
+        assert_eq!(text(&m.payload), format!("resp{i}:req0:s"));
+        assert_eq!(m.seq, i as u32, "the rest of the message is kept");
+    }
+    assert!(replies.next().await.is_none());
+
+    // Bidi ping-pong: each reply comes before the next request is sent.
+    let (tx, rx) = mpsc::channel(1);
+    let mut replies = c.bidi(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    for i in 0..6 {
+        let payload = if i == 3 {
+            big.clone()
+        } else {
+            format!("p{i}").into_bytes()
+        };
+        tx.send(msg(&payload)).await.unwrap();
+        let m = replies.next().await.unwrap().unwrap();
+        let mut want = format!("resp{i}:req{i}:").into_bytes();
+        want.extend_from_slice(&payload);
+        assert!(
+            m.payload == want,
+            "message {i}: {}",
+            text(&m.payload[..40.min(m.payload.len())])
+        );
+    }
+    drop(tx);
+    assert!(replies.next().await.is_none());
+    let (_, metrics) = http_get(gw.admin.unwrap(), "/metrics").await;
+    for (hook, n) in [
+        ("on_request_message", 1 + 5 + 1 + 6),
+        ("on_response_message", 1 + 1 + 5 + 6),
+    ] {
+        let line = format!("synapsor_plugin_calls_total{{plugin=\"mp\",hook=\"{hook}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_messages_are_shown_decompressed_and_compressed_again() {
+    let (_b, gw) = probed("").await;
+    let mut c = gw
+        .client()
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let payload = vec![b'z'; 4096];
+    let r = c.unary(msg(&payload)).await.unwrap().into_inner();
+    let mut want = b"respz0:reqz0:".to_vec();
+    want.extend_from_slice(&payload);
+    assert!(r.payload == want, "{}", text(&r.payload[..20]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_message_refused_mid_stream_resets_the_upstream_and_ends_the_call() {
+    let (b, gw) = probed("").await;
+    let mut c = gw.client().await;
+    // Bidi: the response has started when message 2 is refused.
+    let (tx, rx) = mpsc::channel(1);
+    let mut replies = c.bidi(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    for i in 0..2 {
+        tx.send(msg(b"ok")).await.unwrap();
+        let m = replies.next().await.unwrap().unwrap();
+        assert_eq!(text(&m.payload), format!("resp{i}:req{i}:ok"));
+    }
+    tx.send(msg(b"reject-me")).await.unwrap();
+    let status = replies.next().await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.message(), "rejected message 2");
+    support::wait_until(5, "the backend sees its stream reset", || {
+        b.observed.cancelled() == 1
+    })
+    .await;
+    assert!(replies.next().await.is_none());
+
+    // Client streaming: refused before any response, so trailers-only.
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(msg(b"first")).await.unwrap();
+    tx.send(msg(b"reject-me")).await.unwrap();
+    let call = c.client_stream(ReceiverStream::new(rx));
+    let status = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.message(), "rejected message 1");
+    support::wait_until(5, "the backend sees this stream reset too", || {
+        b.observed.cancelled() == 2
+    })
+    .await;
+    // The connection carries on.
+    let r = c.unary(msg(b"after")).await.unwrap().into_inner();
+    assert_eq!(text(&r.payload), "resp0:req0:after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_message_refused_mid_stream_ends_the_call_with_the_status() {
+    // Request messages are not shown, so the backend echoes `reject-me` back.
+    let (b, gw) = probed(", config: { request: false }").await;
+    let mut c = gw.client().await;
+    let (tx, rx) = mpsc::channel(1);
+    let mut replies = c.bidi(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tx.send(msg(b"fine")).await.unwrap();
+    let m = replies.next().await.unwrap().unwrap();
+    assert_eq!(text(&m.payload), "resp0:fine");
+    tx.send(msg(b"reject-me")).await.unwrap();
+    let status = replies.next().await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.message(), "rejected message 1");
+    support::wait_until(5, "the backend sees its stream reset", || {
+        b.observed.cancelled() == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_message_size_refuses_or_passes_larger_messages() {
+    let big = vec![b'b'; 2048];
+    for (policy, refused) in [("reject", true), ("pass", false)] {
+        let extra = format!(", max_message_size: 1KiB, on_oversize_message: {policy}");
+        let (_b, gw) = probed(&extra).await;
+        let mut c = gw.client().await;
+        let got = c.unary(msg(&big)).await;
+        if refused {
+            let status = got.unwrap_err();
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            assert!(
+                status.message().contains("over max_message_size 1KiB"),
+                "{}",
+                status.message()
+            );
+        } else {
+            // Untouched both ways (the echo is as large); smaller messages are still shown.
+            assert!(got.unwrap().into_inner().payload == big, "passed untouched");
+            let r = c.unary(msg(b"small")).await.unwrap().into_inner();
+            assert_eq!(text(&r.payload), "resp0:req0:small");
+            let (_, metrics) = http_get(gw.admin.unwrap(), "/metrics").await;
+            let line = "synapsor_plugin_messages_unread_total{plugin=\"mp\",reason=\"oversize\"} 2";
+            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_see_the_calls_properties() {
+    let (b, gw) = probed("").await;
+    let mut c = gw.client().await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let resp = c.unary(msg(b"props")).await.unwrap();
+    assert_eq!(one(&b, "x-prop-listener").as_deref(), Some("l"));
+    assert_eq!(one(&b, "x-prop-tls").as_deref(), Some("-"), "no TLS here");
+    let start: u64 = one(&b, "x-prop-start").unwrap().parse().unwrap();
+    assert!(
+        start >= before && start < before + 10_000_000_000,
+        "{start} vs {before}"
+    );
+    // The response side knows the upstream that served the call.
+    let md = resp.metadata();
+    assert_eq!(md.get("x-prop-group").unwrap(), "u");
+    assert_eq!(
+        md.get("x-prop-endpoint").unwrap().to_str().unwrap(),
+        b.addr.to_string()
+    );
+    let props = text(&resp.into_inner().payload);
+    assert!(
+        props.starts_with(&format!(
+            "listener=l;group=u;endpoint={};tls=-;identity=-;",
+            b.addr
+        )),
+        "{props}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_metrics_are_exported_with_the_plugins_name_and_bounded() {
+    let (_b, gw) = probed("").await;
+    let mut c = gw.client().await;
+    for _ in 0..3 {
+        c.unary(msg(b"m")).await.unwrap();
+    }
+    let mut r = Request::new(msg(b"m"));
+    r.metadata_mut()
+        .insert("x-metric-flood", "1200".parse().unwrap());
+    c.unary(r).await.unwrap();
+    let (_, metrics) = http_get(gw.admin.unwrap(), "/metrics").await;
+    for line in [
+        "# TYPE synapsor_wasm_messages counter",
+        "synapsor_wasm_messages_total{plugin=\"mp\",direction=\"request\"} 4",
+        "synapsor_wasm_messages_total{plugin=\"mp\",direction=\"response\"} 4",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    // 1,000 series per plugin: the two above, then 998 of the flood; the rest dropped.
+    let flood = metrics
+        .lines()
+        .filter(|l| l.starts_with("synapsor_wasm_flood_total{"))
+        .count();
+    assert_eq!(flood, 998);
+    let dropped = "synapsor_plugin_metric_updates_dropped_total{plugin=\"mp\"} 202";
+    assert!(metrics.contains(dropped), "{dropped} in\n{metrics}");
+}
+
+/// Sends one message flagged compressed under `grpc-encoding: snappy` (which the gateway does not
+/// read) with a bare h2 client; the call's grpc-status and grpc-message.
+async fn snappy_call(gw: &support::TestGateway) -> (String, String) {
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{}/synapsor.test.v1.Echo/Unary", gw.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-encoding", "snappy")
+        .body(())
+        .unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    send.send_data(bytes::Bytes::from_static(&[1, 0, 0, 0, 3, 9, 9, 9]), true)
+        .unwrap();
+    let (parts, mut body) = resp.await.unwrap().into_parts();
+    let block = match parts.headers.get("grpc-status") {
+        Some(_) => parts.headers,
+        None => {
+            while let Some(d) = body.data().await {
+                d.unwrap();
+            }
+            body.trailers().await.unwrap().unwrap()
+        }
+    };
+    let field = |n: &str| {
+        let v = block
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        percent_encoding::percent_decode_str(&v)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    (field("grpc-status"), field("grpc-message"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_encoding_is_refused_or_passed_as_configured() {
+    let (_b, gw) = probed("").await;
+    let (code, message) = snappy_call(&gw).await;
+    assert_eq!(code, "12", "UNIMPLEMENTED: {message}");
+    assert_eq!(
+        message,
+        "request message 0 is compressed with \"snappy\", which it cannot read (plugin mp)"
+    );
+    let (_b, gw) = probed(", on_unknown_encoding: pass").await;
+    let (code, message) = snappy_call(&gw).await;
+    // Passed on untouched: the backend (tonic, no snappy either) is the one that refuses it.
+    assert_ne!(code, "0");
+    assert!(!message.contains("plugin mp"), "{message}");
+    let (_, metrics) = http_get(gw.admin.unwrap(), "/metrics").await;
+    let line = "synapsor_plugin_messages_unread_total{plugin=\"mp\",reason=\"encoding\"} 1";
+    assert!(metrics.contains(line), "{line} in\n{metrics}");
+}
