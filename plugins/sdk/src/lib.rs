@@ -26,6 +26,41 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm` under
 //! `target/wasm32-wasip2/release/` is the component.
+//!
+//! # Messages, properties and metrics (contract 0.2)
+//!
+//! A plugin that wants to see the gRPC messages of a call answers [`Plugin::hooks`] (asked
+//! once, right after [`Plugin::init`]); the gateway then calls [`Plugin::on_request_message`]
+//! and/or [`Plugin::on_response_message`] for every message, which can let it through, replace
+//! it or end the call ([`MessageAction`]). The [`wire`] module reads and rewrites protobuf
+//! messages without a schema:
+//!
+//! ```ignore
+//! use synapsor_plugin_sdk::{export_plugin, wire, Code, Hooks, Message, MessageAction, Plugin};
+//!
+//! struct NoEmptyNames;
+//!
+//! impl Plugin for NoEmptyNames {
+//!     fn init(_config: &str) -> Result<Self, String> {
+//!         Ok(NoEmptyNames)
+//!     }
+//!     fn hooks(&self) -> Hooks {
+//!         Hooks::REQUEST_MESSAGES
+//!     }
+//!     fn on_request_message(&self, msg: &Message) -> MessageAction {
+//!         match wire::first(&msg.data, "1") {
+//!             Ok(Some(name)) if name.as_bytes() != Some(b"") => MessageAction::Continue,
+//!             _ => MessageAction::reject(Code::InvalidArgument, "field 1 (name) is required"),
+//!         }
+//!     }
+//! }
+//!
+//! export_plugin!(NoEmptyNames);
+//! ```
+//!
+//! [`properties`] tells a hook what the gateway knows of its call (listener, upstream, TLS,
+//! timing), and [`Counter`], [`Gauge`] and [`Histogram`] are metrics of the plugin's own on the
+//! gateway's `/metrics`.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -37,15 +72,28 @@ pub mod bindings {
         path: "../../wit",
         world: "interceptor",
         pub_export_macro: true,
+        additional_derives: [PartialEq],
         default_bindings_module: "synapsor_plugin_sdk::bindings",
     });
 }
 
+pub mod metrics;
+pub mod wire;
+
 pub use bindings::synapsor::plugin::host::{counter_add, now_unix_nanos, Level};
 pub use bindings::synapsor::plugin::types::{
-    Header, HeaderOp, Reject, RequestAction, RequestInfo, ResponseAction, ResponseInfo,
-    StatusOverride,
+    CallProperties, Header, HeaderOp, Hooks, Message, MessageAction, Metric, MetricKind, Reject,
+    RequestAction, RequestInfo, ResponseAction, ResponseInfo, StatusOverride,
 };
+pub use metrics::{Counter, Gauge, Histogram};
+
+/// What the gateway knows of the call the running hook is for: its listener, the upstream
+/// group and endpoint (once the call is forwarded: in `on_response` and
+/// `on_response_message`), when it arrived and how long ago, the TLS server name and the
+/// client's certificate identity. `None` in [`Plugin::init`].
+pub fn properties() -> Option<CallProperties> {
+    bindings::synapsor::plugin::host::properties()
+}
 
 /// Deserializes the plugin's `config:` (JSON text, as `init` receives it) into `T`; a JSON
 /// `null` (no config) becomes `T::default()`.
@@ -87,7 +135,8 @@ pub enum Code {
 
 /// An interceptor plugin. One value is created per instance by [`Plugin::init`]; the gateway may
 /// run many instances of a plugin side by side and recycle them at any time, so state that must
-/// be shared goes through [`counter_add`].
+/// be shared goes through [`counter_add`] (or, to be seen on `/metrics`, a [`Counter`],
+/// [`Gauge`] or [`Histogram`]).
 pub trait Plugin: Sized + 'static {
     /// Builds the plugin from its `config:` (JSON text; see [`parse_config`]). An error stops
     /// the plugin from loading.
@@ -101,6 +150,27 @@ pub trait Plugin: Sized + 'static {
     /// Sees a call's status. The default keeps it unchanged.
     fn on_response(&self, _resp: &ResponseInfo) -> ResponseAction {
         ResponseAction::Continue(Vec::new())
+    }
+
+    /// Which message hooks the gateway calls: [`Hooks::REQUEST_MESSAGES`],
+    /// [`Hooks::RESPONSE_MESSAGES`], both (`Hooks::all()`) or none. Asked once per instance,
+    /// right after [`Plugin::init`]; the first instance's answer holds for the loaded version.
+    /// The default asks for none: calls through the plugin are not split into messages.
+    fn hooks(&self) -> Hooks {
+        Hooks::empty()
+    }
+
+    /// Sees each message the client sends (after [`Plugin::on_request`] let the call through),
+    /// in order, when [`Plugin::hooks`] asked for [`Hooks::REQUEST_MESSAGES`]. The default lets
+    /// it through.
+    fn on_request_message(&self, _msg: &Message) -> MessageAction {
+        MessageAction::Continue
+    }
+
+    /// Sees each message the upstream sends, in order, when [`Plugin::hooks`] asked for
+    /// [`Hooks::RESPONSE_MESSAGES`]. The default lets it through.
+    fn on_response_message(&self, _msg: &Message) -> MessageAction {
+        MessageAction::Continue
     }
 }
 
@@ -140,6 +210,49 @@ impl RequestAction {
     }
 }
 
+impl ResponseAction {
+    /// Keep the status and trailers unchanged.
+    pub fn proceed() -> ResponseAction {
+        ResponseAction::Continue(Vec::new())
+    }
+}
+
+impl MessageAction {
+    /// Replace the message with `data` (one whole message).
+    pub fn replace(data: impl Into<Vec<u8>>) -> MessageAction {
+        MessageAction::Replace(data.into())
+    }
+
+    /// End the call with `code` and `message`.
+    pub fn reject(code: Code, message: impl Into<String>) -> MessageAction {
+        MessageAction::Reject(Reject {
+            code: code as u32,
+            message: message.into(),
+            trailers: Vec::new(),
+        })
+    }
+}
+
+impl Reject {
+    /// A refusal with `code` and `message` and no extra trailers.
+    pub fn new(code: Code, message: impl Into<String>) -> Reject {
+        Reject {
+            code: code as u32,
+            message: message.into(),
+            trailers: Vec::new(),
+        }
+    }
+
+    /// Adds a trailer sent with the status.
+    pub fn with_trailer(mut self, name: impl Into<String>, value: impl Into<String>) -> Reject {
+        self.trailers.push(Header {
+            name: name.into(),
+            value: value.into(),
+        });
+        self
+    }
+}
+
 impl HeaderOp {
     /// Replace every value of `name` with `value`.
     pub fn set(name: impl Into<String>, value: impl Into<String>) -> HeaderOp {
@@ -171,10 +284,11 @@ thread_local! {
 pub mod __rt {
     use super::*;
 
-    pub fn init<P: Plugin>(config: &str) -> Result<(), String> {
+    pub fn init<P: Plugin>(config: &str) -> Result<Hooks, String> {
         let p = P::init(config)?;
+        let hooks = p.hooks();
         STATE.with(|s| *s.borrow_mut() = Some(Box::new(p)));
-        Ok(())
+        Ok(hooks)
     }
 
     fn with<P: Plugin, R>(f: impl FnOnce(&P) -> R) -> Option<R> {
@@ -189,6 +303,16 @@ pub mod __rt {
     pub fn on_response<P: Plugin>(info: ResponseInfo) -> ResponseAction {
         with::<P, _>(|p| p.on_response(&info)).unwrap_or(ResponseAction::Continue(Vec::new()))
     }
+
+    pub fn on_request_message<P: Plugin>(msg: Message) -> MessageAction {
+        with::<P, _>(|p| p.on_request_message(&msg))
+            .unwrap_or_else(|| MessageAction::reject(Code::Internal, "plugin used before init"))
+    }
+
+    pub fn on_response_message<P: Plugin>(msg: Message) -> MessageAction {
+        with::<P, _>(|p| p.on_response_message(&msg))
+            .unwrap_or_else(|| MessageAction::reject(Code::Internal, "plugin used before init"))
+    }
 }
 
 /// Exports a [`Plugin`] type as the component's `interceptor` world.
@@ -198,7 +322,7 @@ macro_rules! export_plugin {
         struct __SynapsorGuest;
 
         impl $crate::bindings::Guest for __SynapsorGuest {
-            fn init(config: String) -> Result<(), String> {
+            fn init(config: String) -> Result<$crate::Hooks, String> {
                 $crate::__rt::init::<$plugin>(&config)
             }
             fn on_request(info: $crate::RequestInfo) -> $crate::RequestAction {
@@ -207,8 +331,126 @@ macro_rules! export_plugin {
             fn on_response(info: $crate::ResponseInfo) -> $crate::ResponseAction {
                 $crate::__rt::on_response::<$plugin>(info)
             }
+            fn on_request_message(msg: $crate::Message) -> $crate::MessageAction {
+                $crate::__rt::on_request_message::<$plugin>(msg)
+            }
+            fn on_response_message(msg: $crate::Message) -> $crate::MessageAction {
+                $crate::__rt::on_response_message::<$plugin>(msg)
+            }
         }
 
         $crate::bindings::export!(__SynapsorGuest with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Conf {
+        both: bool,
+    }
+
+    struct Echo(Conf);
+
+    impl Plugin for Echo {
+        fn init(config: &str) -> Result<Self, String> {
+            Ok(Echo(parse_config(config)?))
+        }
+        fn hooks(&self) -> Hooks {
+            if self.0.both {
+                Hooks::all()
+            } else {
+                Hooks::REQUEST_MESSAGES
+            }
+        }
+        fn on_request_message(&self, msg: &Message) -> MessageAction {
+            MessageAction::replace(msg.data.iter().rev().copied().collect::<Vec<_>>())
+        }
+    }
+
+    struct Quiet;
+
+    impl Plugin for Quiet {
+        fn init(_: &str) -> Result<Self, String> {
+            Ok(Quiet)
+        }
+    }
+
+    fn msg(data: &[u8]) -> Message {
+        Message {
+            call_id: 1,
+            method: "/a.B/C".into(),
+            index: 0,
+            compressed: false,
+            data: data.to_vec(),
+        }
+    }
+
+    fn is_internal_reject(a: &MessageAction) -> bool {
+        matches!(a, MessageAction::Reject(r) if r.code == Code::Internal as u32)
+    }
+
+    #[test]
+    fn hooks_follow_init() {
+        // Each test runs on its own thread, so its own plugin state.
+        assert!(is_internal_reject(&__rt::on_request_message::<Echo>(msg(
+            b"x"
+        ))));
+        assert_eq!(__rt::init::<Echo>("null"), Ok(Hooks::REQUEST_MESSAGES));
+        assert_eq!(
+            __rt::on_request_message::<Echo>(msg(b"abc")),
+            MessageAction::Replace(b"cba".to_vec())
+        );
+        assert_eq!(
+            __rt::on_response_message::<Echo>(msg(b"abc")),
+            MessageAction::Continue
+        );
+        assert_eq!(__rt::init::<Echo>(r#"{"both": true}"#), Ok(Hooks::all()));
+        assert!(__rt::init::<Echo>(r#"{"both": 1}"#)
+            .unwrap_err()
+            .starts_with("bad config"));
+    }
+
+    #[test]
+    fn defaults_ask_for_nothing() {
+        assert_eq!(__rt::init::<Quiet>(""), Ok(Hooks::empty()));
+        assert_eq!(
+            __rt::on_request_message::<Quiet>(msg(b"x")),
+            MessageAction::Continue
+        );
+        assert_eq!(
+            __rt::on_response_message::<Quiet>(msg(b"x")),
+            MessageAction::Continue
+        );
+        assert_eq!(
+            __rt::on_response::<Quiet>(ResponseInfo {
+                call_id: 1,
+                method: String::new(),
+                status: 0,
+                message: String::new(),
+                headers: vec![],
+                trailers: vec![],
+            }),
+            ResponseAction::proceed()
+        );
+    }
+
+    #[test]
+    fn helpers() {
+        let MessageAction::Reject(r) = MessageAction::reject(Code::PermissionDenied, "no") else {
+            panic!("not a reject");
+        };
+        assert_eq!((r.code, r.message.as_str()), (7, "no"));
+        assert!(r.trailers.is_empty());
+        let r = Reject::new(Code::ResourceExhausted, "big").with_trailer("x-why", "size");
+        assert_eq!(r.code, 8);
+        assert_eq!(r.trailers[0].name, "x-why");
+        assert_eq!(
+            MessageAction::replace(&b"ab"[..]),
+            MessageAction::Replace(b"ab".to_vec())
+        );
+    }
 }

@@ -4,10 +4,19 @@
 //! `panic`, `recurse`, `huge-headers`, `illegal-header`, `pseudo-header`, `request-status`
 //! (sets the gateway-owned `grpc-status` on the request), `bad-code`.
 //! With `config: { fail_init: true }` its `init` fails; with `spin_init: true` it never returns.
+//!
+//! With `config: { messages: true }` it also asks for the request messages, and
+//! `on_request_message` misbehaves according to the message's field 1 (the payload bytes of
+//! `synapsor.test.v1.EchoRequest`): `loop` (spins forever), `alloc` (allocates without bound),
+//! `panic`, `huge` (answers an 8 MiB replacement: a message whose field 1 is 8 MiB less 5
+//! bytes of `x`), `log-flood` (calls the host's `log` until the timeout); any other payload, or
+//! a message that does not parse, is let through unchanged.
 
 use serde::Deserialize;
+use synapsor_plugin_sdk::wire::{self, Writer};
 use synapsor_plugin_sdk::{
-    export_plugin, parse_config, HeaderOp, Plugin, Reject, RequestAction, RequestInfo,
+    export_plugin, parse_config, HeaderOp, Hooks, Message, MessageAction, Plugin, Reject,
+    RequestAction, RequestInfo,
 };
 
 #[derive(Deserialize, Default)]
@@ -15,9 +24,23 @@ use synapsor_plugin_sdk::{
 struct Config {
     fail_init: bool,
     spin_init: bool,
+    messages: bool,
 }
 
-struct Misbehave;
+struct Misbehave {
+    messages: bool,
+}
+
+/// The size of the `huge` replacement: 8 MiB.
+const HUGE: usize = 8 << 20;
+
+/// A message of exactly [`HUGE`] bytes: field 1 holding `x`s (1 tag byte, 4 length bytes).
+fn huge_message() -> Vec<u8> {
+    let payload = vec![b'x'; HUGE - 1 - wire::varint_len((HUGE - 5) as u64)];
+    let mut w = Writer::with_capacity(HUGE);
+    w.bytes(1, &payload);
+    w.into_bytes()
+}
 
 #[inline(never)]
 #[allow(unconditional_recursion)]
@@ -39,7 +62,46 @@ impl Plugin for Misbehave {
                 i = std::hint::black_box(i.wrapping_add(1));
             }
         }
-        Ok(Misbehave)
+        Ok(Misbehave {
+            messages: c.messages,
+        })
+    }
+
+    fn hooks(&self) -> Hooks {
+        if self.messages {
+            Hooks::REQUEST_MESSAGES
+        } else {
+            Hooks::empty()
+        }
+    }
+
+    fn on_request_message(&self, msg: &Message) -> MessageAction {
+        let payload = match wire::last(&msg.data, &[1]) {
+            Ok(v) => v.and_then(|v| v.as_bytes()).unwrap_or_default(),
+            Err(_) => return MessageAction::Continue,
+        };
+        match payload {
+            b"loop" => {
+                let mut i = 0u64;
+                loop {
+                    i = std::hint::black_box(i.wrapping_add(1));
+                }
+            }
+            b"alloc" => {
+                // 1 MiB at a time, all kept and touched, until the memory limit stops it.
+                let mut kept: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    kept.push(vec![7u8; 1 << 20]);
+                    std::hint::black_box(&kept);
+                }
+            }
+            b"panic" => panic!("asked to panic on message {}", msg.index),
+            b"huge" => MessageAction::Replace(huge_message()),
+            b"log-flood" => loop {
+                synapsor_plugin_sdk::log(synapsor_plugin_sdk::Level::Debug, "flood");
+            },
+            _ => MessageAction::Continue,
+        }
     }
 
     fn on_request(&self, req: &RequestInfo) -> RequestAction {
