@@ -9,6 +9,9 @@
 
 use crate::support;
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::{first_metadata as one, gateway, http_get, staged_config as cfg, wasm_stage as wasm};
@@ -129,7 +132,7 @@ async fn gzip_messages_are_shown_decompressed_and_compressed_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_message_refused_mid_stream_resets_the_upstream_and_ends_the_call() {
+async fn a_request_message_refused_mid_stream_ends_the_call_with_its_status() {
     let (b, gw) = probed("").await;
     let mut c = gw.client().await;
     // Bidi: the response has started when message 2 is refused.
@@ -144,36 +147,104 @@ async fn a_request_message_refused_mid_stream_resets_the_upstream_and_ends_the_c
     let status = replies.next().await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert_eq!(status.message(), "rejected message 2");
-    support::wait_until(5, "the backend sees its stream reset", || {
-        b.observed.cancelled() == 1
-    })
-    .await;
     assert!(replies.next().await.is_none());
-
-    // Client streaming: refused before any response, so trailers-only.
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(msg(b"first")).await.unwrap();
-    tx.send(msg(b"reject-me")).await.unwrap();
-    let call = c.client_stream(ReceiverStream::new(rx));
-    let status = tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert_eq!(status.message(), "rejected message 1");
-    support::wait_until(5, "the backend sees this stream reset too", || {
-        b.observed.cancelled() == 2
-    })
-    .await;
-    // The connection carries on.
+    // The gateway carries on.
     let r = c.unary(msg(b"after")).await.unwrap().into_inner();
     assert_eq!(text(&r.payload), "resp0:req0:after");
+    assert_eq!(b.observed.calls(), 2);
+}
+
+/// A bare HTTP/2 upstream that reads each request body and, when `answer`, sends response
+/// headers and then `first` (a whole gRPC message) but never ends the response; it counts 1 when
+/// it takes a stream and 100 when the gateway resets it with CANCEL. (A tonic server cannot be
+/// asked: hyper ends a request body reset with CANCEL as if it were complete.)
+async fn silent_upstream(answer: bool, first: &'static [u8]) -> (SocketAddr, Arc<AtomicU64>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(serve_silently(tcp, count, answer, first));
+        }
+    });
+    (addr, seen)
+}
+
+async fn serve_silently(
+    tcp: tokio::net::TcpStream,
+    count: Arc<AtomicU64>,
+    answer: bool,
+    first: &'static [u8],
+) {
+    let Ok(mut conn) = h2::server::handshake(tcp).await else {
+        return;
+    };
+    while let Some(Ok((req, mut respond))) = conn.accept().await {
+        let count = count.clone();
+        tokio::spawn(async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut body = req.into_body();
+            tokio::spawn(async move {
+                while let Some(Ok(d)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(d.len());
+                }
+            });
+            let reason = if answer {
+                let head = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .unwrap();
+                let mut send = respond.send_response(head, false).unwrap();
+                if !first.is_empty() {
+                    let first = bytes::Bytes::from_static(first);
+                    send.send_data(first, false).unwrap();
+                }
+                std::future::poll_fn(|cx| send.poll_reset(cx)).await
+            } else {
+                std::future::poll_fn(|cx| respond.poll_reset(cx)).await
+            };
+            if reason.ok() == Some(h2::Reason::CANCEL) {
+                count.fetch_add(100, Ordering::SeqCst);
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_message_refused_mid_stream_resets_the_upstream_stream() {
+    for answered in [true, false] {
+        let (addr, seen) = silent_upstream(answered, b"").await;
+        let gw = gateway(&cfg(&addr.to_string(), &wasm("mp", "msg_probe", ""))).await;
+        let mut c = gw.client().await;
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(msg(b"first")).await.unwrap();
+        let load = || seen.load(Ordering::SeqCst);
+        let status = if answered {
+            // Bidi, the response started: the status comes in its trailers.
+            let mut replies = c.bidi(ReceiverStream::new(rx)).await.unwrap().into_inner();
+            support::wait_until(5, "the upstream takes the call", || load() == 1).await;
+            tx.send(msg(b"reject-me")).await.unwrap();
+            replies.next().await.unwrap().unwrap_err()
+        } else {
+            // Client streaming, no response yet: answered trailers-only.
+            let call = tokio::spawn(async move { c.client_stream(ReceiverStream::new(rx)).await });
+            support::wait_until(5, "the upstream takes the call", || load() == 1).await;
+            tx.send(msg(b"reject-me")).await.unwrap();
+            let done = tokio::time::timeout(Duration::from_secs(10), call).await;
+            done.unwrap().unwrap().unwrap_err()
+        };
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert_eq!(status.message(), "rejected message 1");
+        support::wait_until(5, "the upstream sees its stream reset", || load() == 101).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_message_refused_mid_stream_ends_the_call_with_the_status() {
-    // Request messages are not shown, so the backend echoes `reject-me` back.
-    let (b, gw) = probed(", config: { request: false }").await;
+    // Request messages unseen, so the tonic backend echoes `reject-me` back.
+    let (_b, gw) = probed(", config: { request: false }").await;
     let mut c = gw.client().await;
     let (tx, rx) = mpsc::channel(1);
     let mut replies = c.bidi(ReceiverStream::new(rx)).await.unwrap().into_inner();
@@ -184,10 +255,26 @@ async fn a_response_message_refused_mid_stream_ends_the_call_with_the_status() {
     let status = replies.next().await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert_eq!(status.message(), "rejected message 1");
-    support::wait_until(5, "the backend sees its stream reset", || {
-        b.observed.cancelled() == 1
-    })
-    .await;
+
+    // An upstream whose first response message is refused sees its stream reset.
+    // The message: field 1 (tag 0x0a), 9 bytes, "reject-me", after the gRPC prefix.
+    const REJECT_ME: &[u8] = b"\0\0\0\0\x0b\x0a\x09reject-me";
+    let (addr, seen) = silent_upstream(true, REJECT_ME).await;
+    let stage = wasm("mp", "msg_probe", ", config: { request: false }");
+    let gw = gateway(&cfg(&addr.to_string(), &stage)).await;
+    let mut c = gw.client().await;
+    let status = c
+        .server_stream(msg(b"x"))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await;
+    let status = status.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(status.message(), "rejected message 0");
+    let load = || seen.load(Ordering::SeqCst);
+    support::wait_until(5, "the upstream sees its stream reset", || load() == 101).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +307,8 @@ async fn max_message_size_refuses_or_passes_larger_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_see_the_calls_properties() {
-    let (b, gw) = probed("").await;
+    // Request messages unseen, so the backend echoes `props` and the response hook answers it.
+    let (b, gw) = probed(", config: { request: false }").await;
     let mut c = gw.client().await;
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -8,7 +8,7 @@
 //! With `config: { messages: true }` it also asks for the request messages, and
 //! `on_request_message` misbehaves according to the message's field 1 (the payload bytes of
 //! `synapsor.test.v1.EchoRequest`): `loop` (spins forever), `alloc` (allocates without bound),
-//! `panic`, `huge` (answers an 8 MiB replacement: a message whose field 1 is 8 MiB less 5
+//! `panic`, `huge` (answers a 5 MiB replacement: a message whose field 1 is 5 MiB less 5
 //! bytes of `x`), `log-flood` (calls the host's `log` until the timeout); any other payload, or
 //! a message that does not parse, is let through unchanged.
 
@@ -25,14 +25,17 @@ struct Config {
     fail_init: bool,
     spin_init: bool,
     messages: bool,
+    response_messages: bool,
 }
 
 struct Misbehave {
     messages: bool,
+    response_messages: bool,
 }
 
-/// The size of the `huge` replacement: 8 MiB.
-const HUGE: usize = 8 << 20;
+/// The size of the `huge` replacement: 5 MiB, over the default `max_message_size` (4 MiB) and,
+/// with its copy, within the safety tests' 16 MiB memory limit.
+const HUGE: usize = 5 << 20;
 
 /// A message of exactly [`HUGE`] bytes: field 1 holding `x`s (1 tag byte, 4 length bytes).
 fn huge_message() -> Vec<u8> {
@@ -64,15 +67,20 @@ impl Plugin for Misbehave {
         }
         Ok(Misbehave {
             messages: c.messages,
+            response_messages: c.response_messages,
         })
     }
 
     fn hooks(&self) -> Hooks {
+        let mut hooks = Hooks::empty();
         if self.messages {
-            Hooks::REQUEST_MESSAGES
-        } else {
-            Hooks::empty()
+            hooks |= Hooks::REQUEST_MESSAGES;
         }
+        if self.response_messages {
+            // Continued unseen (the SDK's default hook): what a message hook costs.
+            hooks |= Hooks::RESPONSE_MESSAGES;
+        }
+        hooks
     }
 
     fn on_request_message(&self, msg: &Message) -> MessageAction {
@@ -88,10 +96,11 @@ impl Plugin for Misbehave {
                 }
             }
             b"alloc" => {
-                // 1 MiB at a time, all kept and touched, until the memory limit stops it.
+                // 8 MiB at a time, all kept and touched, until the memory limit stops it (in
+                // a few steps: the outcome must not depend on how fast a loaded machine is).
                 let mut kept: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    kept.push(vec![7u8; 1 << 20]);
+                    kept.push(vec![7u8; 8 << 20]);
                     std::hint::black_box(&kept);
                 }
             }

@@ -11,7 +11,8 @@
 //!   (`-` for what is not known; `properties=none` if the host has none);
 //! * `keep`: lets it through unchanged;
 //! * anything else: replaces the payload with `req<index>:<payload>` (request messages) or
-//!   `resp<index>:<payload>` (response messages); every other field is kept. A message that
+//!   `resp<index>:<payload>` (response messages), with `z` after `req`/`resp` when the message
+//!   travelled compressed; every other field is kept. A message that
 //!   does not parse as protobuf is let through unchanged.
 //!
 //! It counts every message it sees in `synapsor_wasm_messages_total{plugin, direction}`
@@ -99,7 +100,9 @@ impl MsgProbe {
             b"keep" => return MessageAction::Continue,
             b"props" => props_text(&properties()).into_bytes(),
             other => {
-                let mut p = format!("{prefix}{}:", msg.index).into_bytes();
+                // `z` marks a message that travelled compressed.
+                let z = if msg.compressed { "z" } else { "" };
+                let mut p = format!("{prefix}{z}{}:", msg.index).into_bytes();
                 p.extend_from_slice(other);
                 p
             }
