@@ -288,7 +288,8 @@ impl MessageBody {
             return self.step();
         }
         if self.buf.len() < PREFIX + len {
-            self.buf.reserve(PREFIX + len - self.buf.len());
+            // Not reserved up front from the declared length: the buffer grows with the bytes
+            // that actually arrive, so a peer cannot make the gateway allocate by promising.
             return None;
         }
         self.index += 1;

@@ -22,6 +22,7 @@ mod jwt;
 mod layering;
 mod listener;
 mod malformed;
+mod message_examples;
 mod outlier;
 mod plugin_loading;
 mod plugin_messages;

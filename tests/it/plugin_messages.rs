@@ -352,9 +352,9 @@ async fn plugin_metrics_are_exported_with_the_plugins_name_and_bounded() {
     c.unary(r).await.unwrap();
     let (_, metrics) = http_get(gw.admin.unwrap(), "/metrics").await;
     for line in [
-        "# TYPE synapsor_wasm_messages counter",
-        "synapsor_wasm_messages_total{plugin=\"mp\",direction=\"request\"} 4",
-        "synapsor_wasm_messages_total{plugin=\"mp\",direction=\"response\"} 4",
+        "# TYPE synapsor_wasm_probe_messages counter",
+        "synapsor_wasm_probe_messages_total{plugin=\"mp\",direction=\"request\"} 4",
+        "synapsor_wasm_probe_messages_total{plugin=\"mp\",direction=\"response\"} 4",
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }

@@ -15,7 +15,7 @@
 //!   travelled compressed; every other field is kept. A message that
 //!   does not parse as protobuf is let through unchanged.
 //!
-//! It counts every message it sees in `synapsor_wasm_messages_total{plugin, direction}`
+//! It counts every message it sees in `synapsor_wasm_probe_messages_total{plugin, direction}`
 //! (`request`/`response`). `on_request` sets the request metadata `x-prop-listener`,
 //! `x-prop-tls`, `x-prop-identity` and `x-prop-start` from the call's properties, and, when the
 //! request has `x-metric-flood: N`, adds 1 to N series of the counter `flood{n}` (`n` = "0" to
@@ -127,7 +127,7 @@ impl Plugin for MsgProbe {
         Ok(MsgProbe {
             hooks,
             messages: Counter::define(
-                "messages",
+                "probe_messages",
                 "Messages msg-probe saw, by direction",
                 &["direction"],
             )?,
