@@ -87,11 +87,6 @@ async fn payload_guard_refuses_large_messages_and_forbidden_fields() {
     let st = c.unary(delayed).await.unwrap_err();
     assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
     assert_eq!(st.message(), "field 4 is not allowed");
-    assert_eq!(
-        b.observed.calls(),
-        3,
-        "refused calls were opened upstream, then reset"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
