@@ -3,21 +3,10 @@
 
 use std::fmt;
 
-use super::{
-    Kind, MetricDef, PluginMetricSet, Shared, DEFAULT_BUCKETS, MAX_BUCKETS, MAX_HELP, MAX_LABELS,
-    MAX_NAME,
+use super::model::{
+    Kind, MetricDef, PluginMetricSet, Shape, Shared, DEFAULT_BUCKETS, MAX_BUCKETS, MAX_HELP,
+    MAX_LABELS, MAX_NAME,
 };
-
-/// What must match for two definitions of a name to be the same metric: one family has one type
-/// and one label set in the exposition.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) struct Shape {
-    pub(super) kind: Kind,
-    pub(super) labels: Box<[String]>,
-    /// The effective bounds: [`DEFAULT_BUCKETS`] for a histogram defined with none, empty for
-    /// other kinds.
-    pub(super) buckets: Box<[f64]>,
-}
 
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::{Kind, Metric, Shared, Value, PREFIX};
+use super::model::{Kind, Metric, Shared, Value, PREFIX};
 use crate::telemetry::{encode_family, Label, Sample};
 
 /// The family counting every plugin's dropped updates (exported with `_total`).
