@@ -92,9 +92,8 @@ impl PluginShared {
 pub struct HostState {
     pub(super) shared: Arc<PluginShared>,
     pub(super) limiter: Limiter,
-    /// When the running call (or instantiation, or `init`) started, and when it must end.
-    pub(super) started: Instant,
-    pub(super) deadline: Instant,
+    /// The running call's (or instantiation's, or `init`'s) time budget.
+    pub(super) budget: super::budget::Budget,
     pub(super) wasi: Option<(WasiCtx, ResourceTable)>,
     /// The call the running hook is for (`properties`); `None` in `init`.
     pub(super) call: Option<Arc<CallCtx>>,

@@ -2,11 +2,11 @@
 //! call with its deadline (the store's state and the host functions are in `host.rs`).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
 
 use super::bindings::{
@@ -16,10 +16,8 @@ use super::compat::{Direction, Guest, Pre};
 use super::host::{CallCtx, HostState, Limiter, PluginShared};
 use super::Failure;
 
-/// How long a call runs before an epoch tick makes it yield (and, on a worker, move to the
-/// plugin threads, see [`super::offload`]): a tick that comes sooner lets it go on. With the
-/// 1 ms tick a call that runs long yields within about 1.25 ms of starting.
-pub const INLINE_SLICE: Duration = Duration::from_micros(250);
+use super::budget::Budget;
+pub use super::budget::INLINE_SLICE;
 
 /// One instance: its store and its bindings.
 pub struct Instance {
@@ -119,8 +117,7 @@ impl Version {
                 memory: self.limits.memory,
                 refused: false,
             },
-            started: Instant::now(),
-            deadline: Instant::now() + self.limits.start_timeout(),
+            budget: Budget::start(self.limits.start_timeout()),
             wasi: self
                 .wasi
                 .then(|| (WasiCtx::builder().build(), ResourceTable::new())),
@@ -128,18 +125,7 @@ impl Version {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_callback(|ctx| {
-            let (now, data) = (Instant::now(), ctx.data());
-            Ok(if now >= data.deadline {
-                UpdateDeadline::Interrupt
-            } else if now - data.started < INLINE_SLICE {
-                // The tick came early in the call: no reason to yield (and to move it off
-                // its worker) yet.
-                UpdateDeadline::Continue(1)
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.tick()));
         store.set_epoch_deadline(1);
         let guest = match self.pre.instantiate(&mut store).await {
             Ok(g) => g,
@@ -291,12 +277,11 @@ impl Instance {
     }
 }
 
-/// Starts the clock of a call (or instantiation, or `init`) that may run for `timeout`: the
-/// epoch callback checks it at the next tick (a new store's epoch deadline is 0).
+/// Starts the clock of a call (or instantiation, or `init`) that may use `timeout` of CPU time
+/// (see [`Budget`]): the epoch callback checks it at the next tick (a new store's epoch deadline
+/// is 0).
 fn arm(store: &mut Store<HostState>, timeout: Duration) {
-    let now = Instant::now();
-    let data = store.data_mut();
-    (data.started, data.deadline) = (now, now + timeout);
+    store.data_mut().budget = Budget::start(timeout);
     store.set_epoch_deadline(1);
 }
 

@@ -6,7 +6,7 @@
 //! - [`bindings`], [`compat`]: the contract's two versions (0.2, and 0.1 served unchanged).
 //! - [`host`]: the store state host functions see (counters, metrics, log budget, the call's
 //!   properties), the memory limiter.
-//! - [`instance`]: the bounded instance pool and one hook call under its deadline.
+//! - [`instance`]: the bounded instance pool and one hook call under its [`budget`] (CPU time).
 //! - [`message`], [`codec`]: the message hooks in a call's body, gRPC framing and compression.
 //! - [`custom`]: metrics plugins define.
 //! - [`loader`]: load, reload on file change or SIGHUP, and the watcher thread.
@@ -19,6 +19,7 @@
 //! goes on unchanged (`allow`).
 
 pub mod bindings;
+pub mod budget;
 pub mod codec;
 pub mod compat;
 pub mod convert;

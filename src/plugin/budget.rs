@@ -1,0 +1,109 @@
+//! The time one hook call (or instantiation, or `init`) may use, checked at every epoch tick on
+//! the thread running it: `timeout` of CPU time — what the guest's thread spent, from the
+//! thread's own clock (`CLOCK_THREAD_CPUTIME_ID`) — and a wall-clock cap of ten times that (at
+//! least 100 ms), for a guest that waits instead of running.
+//!
+//! CPU time, not wall time, is what a plugin is charged: a call the kernel descheduled for a
+//! while, on a machine whose cores are all busy, has not used its time (measured: with the wall
+//! clock, 10 ms calls of 1 µs failed as `timeout` a few times per second of a saturated
+//! stream-100b benchmark). Between two ticks on the same thread the thread's CPU time may include
+//! other tasks the thread ran while the call had yielded, so the charge is never below the
+//! guest's own use; a tick that finds the call on another thread than the last (it moved to the
+//! plugin threads) charges nothing for that interval, at most one tick.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::UpdateDeadline;
+
+/// How long a call runs before an epoch tick makes it yield (and, on a worker, move to the
+/// plugin threads, see [`super::offload`]): a tick that comes sooner lets it go on. With the
+/// 1 ms tick a call that runs long yields within about 1.25 ms of starting.
+pub const INLINE_SLICE: Duration = Duration::from_micros(250);
+
+/// The running call's clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    started: Instant,
+    cpu_limit: Duration,
+    wall_deadline: Instant,
+    used: Duration,
+    /// The thread the last tick ran on and its CPU time then.
+    mark: Option<(i32, Duration)>,
+}
+
+impl Budget {
+    /// A call starting now that may use `limit` of CPU time, and at most ten times that (and
+    /// at least 100 ms) of wall time.
+    pub fn start(limit: Duration) -> Budget {
+        let started = Instant::now();
+        Budget {
+            started,
+            cpu_limit: limit,
+            wall_deadline: started + (limit * 10).max(Duration::from_millis(100)),
+            used: Duration::ZERO,
+            mark: here(),
+        }
+    }
+
+    /// What an epoch tick does to the call: interrupt it once over budget; let it go on early
+    /// in its first slice; else yield.
+    pub fn tick(&mut self) -> UpdateDeadline {
+        let now = Instant::now();
+        let mark = here();
+        if let (Some((tid, before)), Some((tid_now, cpu))) = (self.mark, mark) {
+            if tid == tid_now {
+                self.used += cpu.saturating_sub(before);
+            }
+        }
+        self.mark = mark;
+        if self.used >= self.cpu_limit || now >= self.wall_deadline {
+            UpdateDeadline::Interrupt
+        } else if now - self.started < INLINE_SLICE {
+            UpdateDeadline::Continue(1)
+        } else {
+            UpdateDeadline::Yield(1)
+        }
+    }
+}
+
+/// This thread's id and CPU time (`None` where the platform has no per-thread clock).
+fn here() -> Option<(i32, Duration)> {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        let cpu = Duration::new(t.tv_sec as u64, t.tv_nsec as u32);
+        Some((rustix::thread::gettid().as_raw_nonzero().get(), cpu))
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spinning_thread_runs_out_and_a_sleeping_one_only_at_the_wall_cap() {
+        let mut b = Budget::start(Duration::from_millis(20));
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(0);
+        }
+        assert!(
+            matches!(b.tick(), UpdateDeadline::Interrupt),
+            "30 ms of CPU"
+        );
+        // 5 ms of CPU, so the wall-clock cap is its floor, 100 ms.
+        let mut b = Budget::start(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            matches!(b.tick(), UpdateDeadline::Yield(1)),
+            "asleep: no CPU used"
+        );
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(
+            matches!(b.tick(), UpdateDeadline::Interrupt),
+            "past 100 ms of wall time"
+        );
+    }
+}
