@@ -56,15 +56,22 @@ pub struct WasmConfig {
     /// plugin that only decides on requests.
     #[serde(default = "yes")]
     pub on_response: bool,
-    /// The largest gRPC message (after decompression) a message hook is shown (default `4MiB`,
-    /// gRPC's own default receive limit; at most `memory_limit`): the plugin's message is held
-    /// in the gateway and copied into the instance's memory.
-    #[serde(default = "default_max_message")]
-    pub max_message_size: ByteSize,
+    /// The largest gRPC message (after decompression) a message hook is shown: default 4 MiB
+    /// (gRPC's own default receive limit) or a quarter of `memory_limit` if that is less; at
+    /// most half of `memory_limit` (the message is copied into the instance's memory, and a
+    /// replacement needs room too). See [`WasmConfig::max_message`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<ByteSize>,
     /// A message over `max_message_size`: `reject` (default) ends the call with
     /// RESOURCE_EXHAUSTED; `pass` forwards it untouched without showing it to the plugin.
     #[serde(default)]
     pub on_oversize_message: MessagePolicy,
+    /// The most bytes of partly received messages all the plugin's calls may hold at once
+    /// (default 64 MiB, or four times the largest message if that is more; at least the largest
+    /// message). A call whose message would go past it ends with RESOURCE_EXHAUSTED: what
+    /// bounds the gateway's memory when many streams each send most of a large message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_buffer_limit: Option<ByteSize>,
     /// A message compressed with an encoding the gateway cannot read (it reads `gzip` and
     /// `deflate`): `reject` (default) ends the call with UNIMPLEMENTED, as a gRPC server does;
     /// `pass` forwards it untouched without showing it to the plugin.
@@ -108,10 +115,6 @@ pub enum OnError {
 fn default_timeout() -> Dur {
     Dur::millis(10)
 }
-fn default_max_message() -> ByteSize {
-    ByteSize(4 << 20)
-}
-
 fn default_memory() -> ByteSize {
     ByteSize(16 << 20)
 }
@@ -198,6 +201,19 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 impl WasmConfig {
+    /// The most bytes of partly received messages the plugin's calls may hold together.
+    pub fn message_buffer(&self) -> usize {
+        let default = (64usize << 20).max(4 * self.max_message());
+        self.message_buffer_limit.map_or(default, |m| m.0 as usize)
+    }
+
+    /// The largest message a message hook is shown, in bytes: `max_message_size`, or by default
+    /// 4 MiB or a quarter of `memory_limit`, whichever is less.
+    pub fn max_message(&self) -> usize {
+        let default = (4 << 20).min(self.memory_limit.0 / 4);
+        self.max_message_size.map_or(default, |m| m.0) as usize
+    }
+
     /// The plugin's `config:` as the JSON text `init` receives.
     pub fn config_json(&self) -> Result<String, String> {
         let v: serde_json::Value = serde_yaml::from_value(self.config.clone())
@@ -226,11 +242,19 @@ impl WasmConfig {
         if self.memory_limit.0 < 64 << 10 || self.memory_limit.0 > MAX_MEMORY_LIMIT {
             return bad("memory_limit", "must be from 64KiB to 256MiB");
         }
-        if self.max_message_size.0 == 0 || self.max_message_size.0 > self.memory_limit.0 {
+        if let Some(m) = self.max_message_size {
+            if m.0 == 0 || m.0 > self.memory_limit.0 / 2 {
+                return bad(
+                    "max_message_size",
+                    "must be more than 0 and at most half of memory_limit (the message is \
+                     copied into the plugin's memory, and a replacement needs room too)",
+                );
+            }
+        }
+        if self.message_buffer() < self.max_message() {
             return bad(
-                "max_message_size",
-                "must be more than 0 and at most memory_limit (the message is copied into the \
-                 plugin's memory)",
+                "message_buffer_limit",
+                "must be at least the largest message (max_message_size)",
             );
         }
         if self.max_instances == 0 || self.max_instances > MAX_TOTAL_INSTANCES {

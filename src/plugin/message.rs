@@ -33,7 +33,7 @@ use super::compat::Direction;
 use super::host::CallCtx;
 use super::instance::Version;
 use super::{convert, Failure, Plugin};
-use crate::config::MessagePolicy;
+use crate::config::{ByteSize, MessagePolicy};
 use crate::grpc::Code;
 use crate::stack::{status_of, Body, BoxError, Rejected};
 
@@ -114,11 +114,14 @@ impl MessageHook {
         compressed: bool,
         frame: Bytes,
     ) -> Result<Bytes, Rejected> {
-        let max = self.plugin.cfg.max_message_size.0 as usize;
+        let max = self.plugin.cfg.max_message();
         let data = if compressed {
-            match codec::decompress(&self.encoding, &frame[PREFIX..], max) {
-                Ok(d) => d,
-                Err(why) => return self.unreadable(index, &why).map(|()| frame),
+            let (enc, packed) = (self.encoding.clone(), frame.slice(PREFIX..));
+            let unpacked = super::offload::blocking(move || codec::decompress(&enc, &packed, max));
+            match unpacked.await {
+                Ok(Ok(d)) => d,
+                Ok(Err(why)) => return self.unreadable(index, &why).map(|()| frame),
+                Err(f) => return self.failed(f, frame),
             }
         } else {
             frame[PREFIX..].to_vec()
@@ -144,7 +147,11 @@ impl MessageHook {
                 if !compressed {
                     return Ok(codec::frame(false, &data));
                 }
-                return Ok(codec::frame(true, &codec::compress(&self.encoding, &data)));
+                let enc = self.encoding.clone();
+                return match super::offload::blocking(move || codec::compress(&enc, &data)).await {
+                    Ok(packed) => Ok(codec::frame(true, &packed)),
+                    Err(f) => self.failed(f, frame),
+                };
             }
             Ok(MessageAction::Replace(data)) => Failure::Invalid(format!(
                 "a replacement message of {} bytes (max_message_size is {max})",
@@ -159,6 +166,11 @@ impl MessageHook {
             },
             Err(f) => f,
         };
+        self.failed(failure, frame)
+    }
+
+    /// After a failure: the call's refusal (`on_error: deny`), or the message as it came.
+    fn failed(&self, failure: Failure, frame: Bytes) -> Result<Bytes, Rejected> {
         match self.plugin.failed(&failure) {
             Some(denied) => Err(denied),
             None => Ok(frame),
@@ -173,8 +185,18 @@ impl MessageHook {
             Unreadable::TooLarge => (
                 cfg.on_oversize_message,
                 Code::ResourceExhausted,
-                format!("is over max_message_size {}", cfg.max_message_size),
+                format!(
+                    "is over max_message_size {}",
+                    ByteSize(cfg.max_message() as u64)
+                ),
                 0,
+            ),
+            // gRPC servers answer this protocol error with INTERNAL.
+            Unreadable::Encoding if self.encoding == Encoding::Identity => (
+                cfg.on_unknown_encoding,
+                Code::Internal,
+                "has the compressed flag but the call has no grpc-encoding".to_string(),
+                1,
             ),
             Unreadable::Encoding => (
                 cfg.on_unknown_encoding,
@@ -225,6 +247,8 @@ pub struct MessageBody {
     out: BytesMut,
     /// A refusal held until `out` has gone.
     refused: Option<Rejected>,
+    /// The bytes of `buf` counted in the plugin's `buffered`.
+    held: usize,
     trailers: Option<HeaderMap>,
     inner_done: bool,
     done: bool,
@@ -246,6 +270,7 @@ impl MessageBody {
             pending: None,
             out: BytesMut::new(),
             refused: None,
+            held: 0,
             trailers: None,
             inner_done: false,
             done: false,
@@ -289,7 +314,7 @@ impl MessageBody {
             }
         };
         let index = self.index;
-        if len > hook.plugin.cfg.max_message_size.0 as usize {
+        if len > hook.plugin.cfg.max_message() {
             self.index += 1;
             if let Err(r) = hook.unreadable(index, &Unreadable::TooLarge) {
                 return Some(Err(r));
@@ -326,6 +351,34 @@ impl MessageBody {
 
     /// Takes one frame from the inner body into the buffer (data) or `trailers`; a data frame
     /// that needs no look (no hook, or the middle of a message passed untouched) is returned.
+    /// Counts what `buf` holds now in the plugin's `buffered`; an error when it grew past the
+    /// plugin's `message_buffer_limit`.
+    fn account(&mut self) -> Result<(), Rejected> {
+        let (Some(hook), now) = (&self.hook, self.buf.len()) else {
+            return Ok(());
+        };
+        let total = &hook.plugin.stats.buffered;
+        if now <= self.held {
+            total.fetch_sub(self.held - now, Ordering::Relaxed);
+            self.held = now;
+            return Ok(());
+        }
+        let before = total.fetch_add(now - self.held, Ordering::Relaxed);
+        let limit = hook.plugin.cfg.message_buffer();
+        let over = before + now - self.held > limit;
+        self.held = now;
+        if !over {
+            return Ok(());
+        }
+        hook.plugin.stats.unread[2].fetch_add(1, Ordering::Relaxed);
+        let msg = format!(
+            "plugin {}'s message buffers are full (message_buffer_limit {})",
+            hook.plugin.cfg.name,
+            ByteSize(limit as u64)
+        );
+        Err(Rejected::new(Code::ResourceExhausted, msg).by_plugin(&hook.plugin.shared.name))
+    }
+
     fn take(&mut self, frame: Frame<Bytes>) -> Option<Bytes> {
         match frame.into_data() {
             Ok(d) if self.hook.is_none() => Some(d),
@@ -366,6 +419,17 @@ impl MessageBody {
     }
 }
 
+impl Drop for MessageBody {
+    fn drop(&mut self) {
+        if let Some(hook) = &self.hook {
+            hook.plugin
+                .stats
+                .buffered
+                .fetch_sub(self.held, Ordering::Relaxed);
+        }
+    }
+}
+
 impl http_body::Body for MessageBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -381,6 +445,9 @@ impl http_body::Body for MessageBody {
             }
             if let Some(r) = this.refused.take() {
                 return this.reject(r);
+            }
+            if this.held > this.buf.len() {
+                let _ = this.account();
             }
             if !this.is_request() {
                 if let Poll::Ready(r) = this.verdict.poll_take(cx) {
@@ -428,7 +495,11 @@ impl http_body::Body for MessageBody {
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 None => this.inner_done = true,
                 Some(Ok(frame)) => {
-                    if let Some(now) = this.take(frame) {
+                    let now = this.take(frame);
+                    if let Err(r) = this.account() {
+                        return this.reject(r);
+                    }
+                    if let Some(now) = now {
                         return Poll::Ready(Some(Ok(Frame::data(now))));
                     }
                 }

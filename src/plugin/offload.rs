@@ -35,6 +35,8 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, Failure> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            // `blocking`: message (de)compression, a few at a time; more wait their turn.
+            .max_blocking_threads(threads)
             .thread_name("synapsor-plugin")
             .on_thread_start(lower_priority)
             .enable_all()
@@ -71,6 +73,21 @@ where
     let mut task = AbortOnDrop(runtime()?.spawn(call));
     match (&mut task.0).await {
         Ok(out) => out,
+        Err(e) => Err(Failure::Trap(format!("plugin thread: {e}"))),
+    }
+}
+
+/// Runs work that is the gateway's, not the guest's, but may be long — decompressing a message
+/// (a few KiB on the wire can inflate to `max_message_size`) or compressing a replacement — on
+/// the plugin runtime's blocking threads (as many as cores, at the plugin threads' lower
+/// priority), so the worker goes back to its sockets.
+pub async fn blocking<T, F>(work: F) -> Result<T, Failure>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    match runtime()?.spawn_blocking(work).await {
+        Ok(out) => Ok(out),
         Err(e) => Err(Failure::Trap(format!("plugin thread: {e}"))),
     }
 }

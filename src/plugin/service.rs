@@ -166,10 +166,14 @@ where
     let mut call = std::pin::pin!(call);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = call.as_mut().poll(cx) {
-            return Poll::Ready(match (r, verdict.take()) {
-                (Err(_), Some(refused)) => Err(refused.into()),
-                (r, _) => r,
-            });
+            // Taken only when the call failed: with a response, the refusal is left for the
+            // response body, which ends the call with it (and drops the upstream stream).
+            if r.is_err() {
+                if let Some(refused) = verdict.take() {
+                    return Poll::Ready(Err(refused.into()));
+                }
+            }
+            return Poll::Ready(r);
         }
         verdict.poll_take(cx).map(|refused| Err(refused.into()))
     })

@@ -37,8 +37,8 @@ pub const HOOKS: [&str; 4] = [
 ];
 
 /// Why a message was not shown to a plugin, as labelled in metrics: over `max_message_size`,
-/// or compressed in a way the gateway cannot read.
-pub const UNREAD: [&str; 2] = ["oversize", "encoding"];
+/// compressed in a way the gateway cannot read, or past `message_buffer_limit`.
+pub const UNREAD: [&str; 3] = ["oversize", "encoding", "buffers_full"];
 
 /// One plugin's counters.
 #[derive(Default)]
@@ -52,7 +52,10 @@ pub struct Stats {
     /// Messages the plugin replaced.
     pub replacements: AtomicU64,
     /// Messages it could not be shown, in the order of [`UNREAD`].
-    pub unread: [AtomicU64; 2],
+    pub unread: [AtomicU64; 3],
+    /// Bytes of partly received messages its calls hold now (bounded by
+    /// `message_buffer_limit`).
+    pub buffered: std::sync::atomic::AtomicUsize,
     /// Failures by kind (indexes of [`KINDS`]).
     pub errors: [AtomicU64; KINDS.len()],
     buckets: [AtomicU64; BUCKETS.len()],

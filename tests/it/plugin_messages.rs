@@ -375,16 +375,22 @@ async fn snappy_call(gw: &support::TestGateway) -> (String, String) {
 }
 
 async fn snappy_call_to(addr: SocketAddr) -> (String, String) {
+    compressed_call(addr, Some("snappy")).await
+}
+
+/// One message flagged compressed, under `grpc-encoding: encoding` (none: no such header).
+async fn compressed_call(addr: SocketAddr, encoding: Option<&str>) -> (String, String) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
     let req = http::Request::post(format!("http://{addr}/synapsor.test.v1.Echo/Unary"))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-encoding", "snappy")
-        .body(())
-        .unwrap();
-    let (resp, mut send) = client.send_request(req, false).unwrap();
+        .header("te", "trailers");
+    let req = match encoding {
+        Some(e) => req.header("grpc-encoding", e),
+        None => req,
+    };
+    let (resp, mut send) = client.send_request(req.body(()).unwrap(), false).unwrap();
     send.send_data(bytes::Bytes::from_static(&[1, 0, 0, 0, 3, 9, 9, 9]), true)
         .unwrap();
     let (parts, mut body) = resp.await.unwrap().into_parts();
@@ -421,6 +427,11 @@ async fn an_unknown_encoding_is_refused_or_passed_as_configured() {
         message,
         "request message 0 is compressed with \"snappy\", which it cannot read (plugin mp)"
     );
+    // The compressed flag without any grpc-encoding is a protocol error: INTERNAL, as gRPC
+    // servers answer it.
+    let (code, message) = compressed_call(gw.addr, None).await;
+    assert_eq!(code, "13", "INTERNAL: {message}");
+    assert!(message.contains("no grpc-encoding"), "{message}");
     let stage = wasm("mp", "msg_probe", ", on_unknown_encoding: pass");
     let gw = gateway(&cfg(&addr.to_string(), &stage)).await;
     let addr = gw.addr;
@@ -438,4 +449,51 @@ async fn an_unknown_encoding_is_refused_or_passed_as_configured() {
     assert!(metrics.contains(line), "{line} in\n{metrics}");
     assert!(!call.is_finished(), "the call was not refused");
     call.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partly_received_messages_are_bounded_by_message_buffer_limit() {
+    let (addr, _) = silent_upstream(false, b"").await;
+    let extra = ", max_message_size: 512KiB, message_buffer_limit: 1MiB";
+    let gw = gateway(&cfg(&addr.to_string(), &wasm("mp", "msg_probe", extra))).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    // Streams that each send 300 KB of a 400 KB message and wait: the fourth goes past 1 MiB.
+    let mut open = Vec::new();
+    for i in 0..4 {
+        let mut client = client.clone().ready().await.unwrap();
+        let req = http::Request::post(format!("http://{}/synapsor.test.v1.Echo/Unary", gw.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (resp, mut send) = client.send_request(req, false).unwrap();
+        let mut part = vec![0u8, 0, 6, 0x1a, 0x80]; // flag 0, length 400,000
+        part.resize(300_000, 7);
+        send.reserve_capacity(part.len());
+        send.send_data(bytes::Bytes::from(part), false).unwrap();
+        if i < 3 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            open.push((resp, send));
+            continue;
+        }
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .unwrap()
+            .unwrap();
+        let status = resp.headers().get("grpc-status").unwrap();
+        assert_eq!(status, "8", "RESOURCE_EXHAUSTED: {:?}", resp.headers());
+        let message = resp
+            .headers()
+            .get("grpc-message")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(message.contains("message buffers are full"), "{message}");
+    }
+    let (_, metrics) = http_get(gw.admin.unwrap(), "/metrics").await;
+    let line = "synapsor_plugin_messages_unread_total{plugin=\"mp\",reason=\"buffers_full\"} 1";
+    assert!(metrics.contains(line), "{line} in\n{metrics}");
+    drop(open);
 }
