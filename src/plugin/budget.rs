@@ -6,15 +6,18 @@
 //! CPU time, not wall time, is what a plugin is charged: a call the kernel descheduled for a
 //! while, on a machine whose cores are all busy, has not used its time (measured: with the wall
 //! clock, 10 ms calls of 1 µs failed as `timeout` a few times per second of a saturated
-//! stream-100b benchmark). Between two ticks on the same thread the thread's CPU time may include
-//! other tasks the thread ran while the call had yielded, so the charge is never below the
-//! guest's own use; a tick that finds the call on another thread than the last (it moved to the
-//! plugin threads) charges nothing for that interval, and neither does the first tick (the
-//! clock is read from then on): at most two ticks, 2 ms, go uncharged.
+//! stream-100b benchmark). Between two ticks on the same thread the charge is the thread's CPU
+//! time (which may include other tasks it ran while the call had yielded, so never below the
+//! guest's own use), at most the wall time between them. An interval the thread clock cannot
+//! measure — up to the first tick (the clock is read from then on), or after the call moved to
+//! another thread (the plugin threads resume a yielded call on any of them) — is charged as
+//! running, at most one tick.
 
 use std::time::{Duration, Instant};
 
 use wasmtime::UpdateDeadline;
+
+use super::engine::TICK;
 
 /// How long a call runs before an epoch tick makes it yield (and, on a worker, move to the
 /// plugin threads, see [`super::offload`]): a tick that comes sooner lets it go on. With the
@@ -28,6 +31,8 @@ pub struct Budget {
     cpu_limit: Duration,
     wall_deadline: Instant,
     used: Duration,
+    /// The last tick (or the start).
+    last: Instant,
     /// The thread the last tick ran on and its CPU time then.
     mark: Option<(i32, Duration)>,
 }
@@ -42,9 +47,9 @@ impl Budget {
             cpu_limit: limit,
             wall_deadline: started + (limit * 10).max(Duration::from_millis(100)),
             used: Duration::ZERO,
+            last: started,
             // Read at the first tick, not here: the thread's CPU clock is a system call, and
-            // most calls end before any tick. What ran before the first tick is not charged
-            // (under 1 ms); the wall-clock cap still holds.
+            // most calls end before any tick.
             mark: None,
         }
     }
@@ -53,12 +58,18 @@ impl Budget {
     /// in its first slice; else yield.
     pub fn tick(&mut self) -> UpdateDeadline {
         let now = Instant::now();
+        let wall = now - self.last;
+        self.last = now;
         let mark = here();
-        if let (Some((tid, before)), Some((tid_now, cpu))) = (self.mark, mark) {
-            if tid == tid_now {
-                self.used += cpu.saturating_sub(before);
+        self.used += match (self.mark, mark) {
+            // On the same thread: its CPU time, at most the wall time that passed.
+            (Some((tid, before)), Some((tid_now, cpu))) if tid == tid_now => {
+                cpu.saturating_sub(before).min(wall)
             }
-        }
+            // The first tick, or the call moved to another thread: not measured, so charged
+            // as running, but for at most one tick.
+            _ => wall.min(TICK),
+        };
         self.mark = mark;
         if self.used >= self.cpu_limit || now >= self.wall_deadline {
             UpdateDeadline::Interrupt
