@@ -254,6 +254,9 @@ pub struct MessageBody {
     done: bool,
 }
 
+/// What `poll_frame` answers.
+type PollFrame = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
 /// The most bytes of passed-on messages gathered into one frame (the pump's own coalescing).
 const BATCH: usize = 16 << 10;
 
@@ -400,6 +403,29 @@ impl MessageBody {
         }
     }
 
+    /// Polls the running hook: `None` when its message joined `out` and there is room for more,
+    /// else what `poll_frame` returns (the gathered messages, a refusal, or `Pending`).
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Option<PollFrame> {
+        let p = self.pending.as_mut()?;
+        let Poll::Ready(out) = p.as_mut().poll(cx) else {
+            return Some(self.flush_or_pending());
+        };
+        self.pending = None;
+        match out {
+            // A large message alone goes as it is, uncopied.
+            Ok(bytes) if self.out.is_empty() && bytes.len() >= BATCH => {
+                return Some(Poll::Ready(Some(Ok(Frame::data(bytes)))));
+            }
+            Ok(bytes) => self.out.extend_from_slice(&bytes),
+            Err(r) if self.out.is_empty() => return Some(self.reject(r)),
+            Err(r) => {
+                self.refused = Some(r);
+                return Some(self.flush_or_pending());
+            }
+        }
+        (self.out.len() >= BATCH).then(|| self.flush_or_pending())
+    }
+
     /// The gathered messages as one frame; `Pending` when there are none (a hook is running).
     fn flush_or_pending(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.out.is_empty() {
@@ -454,25 +480,9 @@ impl http_body::Body for MessageBody {
                     return this.reject(r);
                 }
             }
-            if let Some(p) = this.pending.as_mut() {
-                let Poll::Ready(out) = p.as_mut().poll(cx) else {
-                    return this.flush_or_pending();
-                };
-                this.pending = None;
-                match out {
-                    // A large message alone goes as it is, uncopied.
-                    Ok(bytes) if this.out.is_empty() && bytes.len() >= BATCH => {
-                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
-                    }
-                    Ok(bytes) => this.out.extend_from_slice(&bytes),
-                    Err(r) if this.out.is_empty() => return this.reject(r),
-                    Err(r) => {
-                        this.refused = Some(r);
-                        return this.flush_or_pending();
-                    }
-                }
-                if this.out.len() >= BATCH {
-                    return this.flush_or_pending();
+            if this.pending.is_some() {
+                if let Some(ready) = this.poll_pending(cx) {
+                    return ready;
                 }
             }
             match this.step() {

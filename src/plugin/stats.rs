@@ -105,62 +105,7 @@ impl PluginMetrics {
 impl Collector for PluginMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let all = self.0.all();
-        // Each counter family: name, help, and per plugin its (extra label, value) rows.
-        type Rows = fn(&Stats) -> Vec<(&'static str, &'static str, u64)>;
-        let families: [(&str, &str, Rows); 7] = [
-            ("synapsor_plugin_calls", "Plugin hook calls.", |s| {
-                let hooks = HOOKS.iter().zip(&s.calls);
-                hooks
-                    .map(|(h, n)| ("hook", *h, n.load(Ordering::Relaxed)))
-                    .collect()
-            }),
-            (
-                "synapsor_plugin_message_replacements",
-                "Messages a plugin replaced.",
-                |s| vec![("", "", s.replacements.load(Ordering::Relaxed))],
-            ),
-            (
-                "synapsor_plugin_messages_unread",
-                "Messages a plugin's message hook could not be shown, by reason.",
-                |s| {
-                    let reasons = UNREAD.iter().zip(&s.unread);
-                    reasons
-                        .map(|(r, n)| ("reason", *r, n.load(Ordering::Relaxed)))
-                        .collect()
-                },
-            ),
-            (
-                "synapsor_plugin_rejections",
-                "Calls a plugin refused.",
-                |s| vec![("", "", s.rejections.load(Ordering::Relaxed))],
-            ),
-            (
-                "synapsor_plugin_status_overrides",
-                "Statuses a plugin replaced.",
-                |s| vec![("", "", s.overrides.load(Ordering::Relaxed))],
-            ),
-            ("synapsor_plugin_errors", "Plugin failures, by kind.", |s| {
-                let kinds = KINDS.iter().zip(&s.errors);
-                kinds
-                    .map(|(k, n)| ("kind", *k, n.load(Ordering::Relaxed)))
-                    .collect()
-            }),
-            (
-                "synapsor_plugin_reloads",
-                "Plugin reloads, by result.",
-                |s| {
-                    vec![
-                        ("result", "ok", s.reloads.load(Ordering::Relaxed)),
-                        (
-                            "result",
-                            "failed",
-                            s.reload_failures.load(Ordering::Relaxed),
-                        ),
-                    ]
-                },
-            ),
-        ];
-        for (name, help, rows) in families {
+        for (name, help, rows) in families() {
             let samples = all.iter().flat_map(|(plugin, s)| {
                 rows(s).into_iter().map(move |(key, value, n)| {
                     let mut labels = vec![("plugin", Label::from(plugin))];
@@ -194,4 +139,64 @@ impl Collector for PluginMetrics {
             samples,
         )
     }
+}
+
+/// One plugin's counter rows: (extra label name, its value, the count); an empty name for none.
+type Rows = fn(&Stats) -> Vec<(&'static str, &'static str, u64)>;
+
+/// The counter families: name, help, and how to read a plugin's rows.
+fn families() -> [(&'static str, &'static str, Rows); 7] {
+    [
+        ("synapsor_plugin_calls", "Plugin hook calls.", |s| {
+            let hooks = HOOKS.iter().zip(&s.calls);
+            hooks
+                .map(|(h, n)| ("hook", *h, n.load(Ordering::Relaxed)))
+                .collect()
+        }),
+        (
+            "synapsor_plugin_message_replacements",
+            "Messages a plugin replaced.",
+            |s| vec![("", "", s.replacements.load(Ordering::Relaxed))],
+        ),
+        (
+            "synapsor_plugin_messages_unread",
+            "Messages a plugin's message hook could not be shown, by reason.",
+            |s| {
+                let reasons = UNREAD.iter().zip(&s.unread);
+                reasons
+                    .map(|(r, n)| ("reason", *r, n.load(Ordering::Relaxed)))
+                    .collect()
+            },
+        ),
+        (
+            "synapsor_plugin_rejections",
+            "Calls a plugin refused.",
+            |s| vec![("", "", s.rejections.load(Ordering::Relaxed))],
+        ),
+        (
+            "synapsor_plugin_status_overrides",
+            "Statuses a plugin replaced.",
+            |s| vec![("", "", s.overrides.load(Ordering::Relaxed))],
+        ),
+        ("synapsor_plugin_errors", "Plugin failures, by kind.", |s| {
+            let kinds = KINDS.iter().zip(&s.errors);
+            kinds
+                .map(|(k, n)| ("kind", *k, n.load(Ordering::Relaxed)))
+                .collect()
+        }),
+        (
+            "synapsor_plugin_reloads",
+            "Plugin reloads, by result.",
+            |s| {
+                vec![
+                    ("result", "ok", s.reloads.load(Ordering::Relaxed)),
+                    (
+                        "result",
+                        "failed",
+                        s.reload_failures.load(Ordering::Relaxed),
+                    ),
+                ]
+            },
+        ),
+    ]
 }
