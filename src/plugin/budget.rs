@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 
 use wasmtime::UpdateDeadline;
 
-use super::engine::TICK;
-
 /// How long a call runs before an epoch tick makes it yield (and, on a worker, move to the
 /// plugin threads, see [`super::offload`]): a tick that comes sooner lets it go on. With the
 /// 1 ms tick a call that runs long yields within about 1.25 ms of starting.
 pub const INLINE_SLICE: Duration = Duration::from_micros(250);
+
+/// How often the epoch advances (the engine's ticker thread): the granularity of plugin
+/// timeouts, and how often a long plugin call yields to the worker's other tasks.
+pub const TICK: Duration = Duration::from_millis(1);
 
 /// The running call's clock.
 #[derive(Clone, Copy, Debug)]

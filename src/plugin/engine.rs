@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -14,9 +13,7 @@ use super::bindings::{v1, v2};
 use super::host::HostState;
 use crate::config::{MAX_MEMORY_LIMIT, MAX_TOTAL_INSTANCES};
 
-/// How often the epoch advances: the granularity of plugin timeouts, and how often a long
-/// plugin call yields to the worker's other tasks.
-pub const TICK: Duration = Duration::from_millis(1);
+pub use super::budget::TICK;
 
 /// The engine, its linkers and the compiled-component cache.
 pub struct Host {
