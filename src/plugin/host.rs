@@ -136,19 +136,16 @@ impl WasiView for HostState {
     }
 }
 
-/// What `properties` shows of the call a hook runs for.
-#[derive(Clone, Debug)]
+/// What `properties` shows of the call a hook runs for. One per call and plugin stage, made
+/// when the call reaches the stage (one clock read); the rest is read only when a plugin asks.
+#[derive(Debug)]
 pub struct CallCtx {
     /// The listener and TLS facts of the client's connection.
     pub inbound: Option<Arc<Inbound>>,
-    /// When the call arrived.
+    /// When the call reached the stage.
     pub started: Instant,
-    /// The same, in nanoseconds since the Unix epoch.
-    pub start_unix_nanos: u64,
-    /// The upstream group serving it, once known (response side).
-    pub group: Option<Arc<str>>,
-    /// The upstream endpoint serving it, once known (response side).
-    pub endpoint: Option<Arc<str>>,
+    /// The upstream group and endpoint serving it, once known (response side).
+    pub served: std::sync::OnceLock<(Arc<str>, Option<Arc<str>>)>,
 }
 
 impl CallCtx {
@@ -157,21 +154,21 @@ impl CallCtx {
         CallCtx {
             inbound,
             started: Instant::now(),
-            start_unix_nanos: unix_nanos(),
-            group: None,
-            endpoint: None,
+            served: std::sync::OnceLock::new(),
         }
     }
 
     fn properties(&self) -> CallProperties {
         let inbound = self.inbound.as_deref();
         let text = |s: &Option<Arc<str>>| s.as_deref().map(str::to_string);
+        let served = self.served.get();
+        let elapsed = self.started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
         CallProperties {
             listener: inbound.map_or_else(String::new, |i| i.listener.to_string()),
-            upstream_group: text(&self.group),
-            upstream_endpoint: text(&self.endpoint),
-            start_unix_nanos: self.start_unix_nanos,
-            elapsed_nanos: self.started.elapsed().as_nanos().min(u64::MAX as u128) as u64,
+            upstream_group: served.map(|(g, _)| g.to_string()),
+            upstream_endpoint: served.and_then(|(_, e)| text(e)),
+            start_unix_nanos: unix_nanos().saturating_sub(elapsed),
+            elapsed_nanos: elapsed,
             tls_server_name: inbound.and_then(|i| text(&i.server_name)),
             client_identity: inbound.and_then(|i| text(&i.client_identity)),
         }

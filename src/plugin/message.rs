@@ -313,7 +313,8 @@ impl MessageBody {
                     hook.name(),
                     self.index
                 );
-                return Some(Err(Rejected::new(Code::Internal, msg)));
+                let refused = Rejected::new(Code::Internal, msg);
+                return Some(Err(refused.by_plugin(&hook.plugin.shared.name)));
             }
         };
         let index = self.index;

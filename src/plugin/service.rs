@@ -122,7 +122,7 @@ where
             return Err(denied.into());
         }
     }
-    let mut hook = Hook {
+    let hook = Hook {
         plugin,
         version,
         ctx,
@@ -141,7 +141,7 @@ where
     }
     let verdict = Arc::new(Verdict::default());
     if hooks.contains(Hooks::REQUEST_MESSAGES) {
-        let messages = hook.messages(Direction::Request, req.headers(), hook.ctx.clone());
+        let messages = hook.messages(Direction::Request, req.headers());
         req = req.map(|b| Body::boxed(MessageBody::new(b, Some(messages), verdict.clone())));
     }
     match decided_or(inner.call(req), &verdict).await {
@@ -216,11 +216,11 @@ struct Hook {
 
 impl Hook {
     /// The message hook of `dir` for this call, whose messages `headers` describe.
-    fn messages(&self, dir: Direction, headers: &HeaderMap, ctx: Arc<CallCtx>) -> Arc<MessageHook> {
+    fn messages(&self, dir: Direction, headers: &HeaderMap) -> Arc<MessageHook> {
         Arc::new(MessageHook {
             plugin: self.plugin.clone(),
             version: self.version.clone(),
-            ctx,
+            ctx: self.ctx.clone(),
             call_id: self.call_id,
             method: self.method.clone(),
             dir,
@@ -231,14 +231,14 @@ impl Hook {
     /// A response of a call with message hooks: its messages go through `on-response-message`
     /// if the plugin asked, and it ends with the plugin's status if a request message is
     /// refused. The hooks from now on see the upstream that serves the call.
-    fn watch(&mut self, resp: Response, hooks: Hooks, verdict: Arc<Verdict>) -> Response {
+    fn watch(&self, resp: Response, hooks: Hooks, verdict: Arc<Verdict>) -> Response {
         self.served_by(&resp);
         if grpc::status_code(resp.headers()).is_some() {
             return resp; // trailers-only: no body, no messages
         }
         let messages = hooks
             .contains(Hooks::RESPONSE_MESSAGES)
-            .then(|| self.messages(Direction::Response, resp.headers(), self.ctx.clone()));
+            .then(|| self.messages(Direction::Response, resp.headers()));
         resp.map(|b| Body::boxed(MessageBody::new(b, messages, verdict)))
     }
 
@@ -283,22 +283,17 @@ impl Hook {
     }
 
     /// Notes the upstream group and endpoint that answered with `resp`, for `properties`.
-    fn served_by(&mut self, resp: &Response) {
+    fn served_by(&self, resp: &Response) {
         let ext = resp.extensions();
-        let group = ext.get::<UpstreamGroup>().map(|g| g.0.clone());
-        if group.is_none() || self.ctx.group.is_some() {
-            return;
+        if let Some(group) = ext.get::<UpstreamGroup>() {
+            let endpoint = ext.get::<UpstreamEndpoint>().map(|e| e.0.clone());
+            let _ = self.ctx.served.set((group.0.clone(), endpoint));
         }
-        self.ctx = Arc::new(CallCtx {
-            group,
-            endpoint: ext.get::<UpstreamEndpoint>().map(|e| e.0.clone()),
-            ..(*self.ctx).clone()
-        });
     }
 
     /// A response from the inner service: a trailers-only answer is finished now, a streamed
     /// one when its trailers pass.
-    async fn on_answer(mut self, mut resp: Response) -> Response {
+    async fn on_answer(self, mut resp: Response) -> Response {
         self.served_by(&resp);
         if grpc::status_code(resp.headers()).is_some() {
             let mut headers = std::mem::take(resp.headers_mut());
