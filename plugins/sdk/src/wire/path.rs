@@ -99,8 +99,9 @@ fn check_numbers(numbers: &[u32], show: impl Fn() -> String) -> Result<(), WireE
     Ok(())
 }
 
-/// What [`get`], [`first`] and [`rewrite`] accept as a path: a dotted string (`"2.1"`), a
-/// [`Path`], or field numbers (`[2, 1]`, `&[2u32, 1][..]`).
+/// What [`get`](super::get), [`first`](super::first) and [`rewrite`](super::rewrite) accept
+/// as a path: a dotted string (`"2.1"`), a [`Path`], or field numbers (`[2, 1]`,
+/// `&[2u32, 1][..]`).
 pub trait AsPath {
     /// The checked field numbers.
     fn field_numbers(&self) -> Result<Cow<'_, [u32]>, WireError>;
