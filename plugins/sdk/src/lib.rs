@@ -61,6 +61,42 @@
 //! [`properties`] tells a hook what the gateway knows of its call (listener, upstream, TLS,
 //! timing), and [`Counter`], [`Gauge`] and [`Histogram`] are metrics of the plugin's own on the
 //! gateway's `/metrics`.
+//!
+//! # Callouts and shared state (0.2.1)
+//!
+//! A hook can make a unary gRPC call to an upstream group of the gateway, one the plugin's
+//! YAML lists under `callouts.groups` ([`callout`]: [`Call`], answering a
+//! [`callout::Response`] or a [`CalloutError`]), and keep bytes with a time to live in a store
+//! every instance of the plugin shares, in the gateway's memory or in Redis ([`state`]:
+//! [`state::get`], [`state::set`], [`state::delete`], [`state::compare_and_swap`], failing with
+//! a [`StateError`]). Together they make an external authorization check with a cache:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use synapsor_plugin_sdk::{state, Call, CalloutError, Code, RequestAction};
+//!
+//! fn authorize(token: &str) -> RequestAction {
+//!     let key = format!("authz:{token}");
+//!     if let Ok(Some(_)) = state::get(&key) {
+//!         return RequestAction::proceed(); // allowed a moment ago
+//!     }
+//!     match Call::new("authz", "/acme.Authz/Check")
+//!         .metadata("authorization", format!("Bearer {token}"))
+//!         .send()
+//!     {
+//!         Ok(_) => {
+//!             // A full store or an unreachable Redis only costs the cache.
+//!             let _ = state::set(&key, b"1", Some(Duration::from_secs(5)));
+//!             RequestAction::proceed()
+//!         }
+//!         Err(CalloutError::Status(st)) => RequestAction::Reject(st.to_reject()),
+//!         Err(e) => RequestAction::reject(Code::Unavailable, format!("authz: {e}")),
+//!     }
+//! }
+//! ```
+//!
+//! Callouts work in hooks, not in [`Plugin::init`]. The examples `ext-authz` and `token-cache`
+//! under `plugins/examples/` are complete plugins built this way.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -77,7 +113,10 @@ pub mod bindings {
     });
 }
 
+pub mod callout;
+mod code;
 pub mod metrics;
+pub mod state;
 pub mod wire;
 
 pub use bindings::synapsor::plugin::host::{counter_add, now_unix_nanos, Level};
@@ -85,7 +124,10 @@ pub use bindings::synapsor::plugin::types::{
     CallProperties, Header, HeaderOp, Hooks, Message, MessageAction, Metric, MetricKind, Reject,
     RequestAction, RequestInfo, ResponseAction, ResponseInfo, StatusOverride,
 };
+pub use callout::{Call, CalloutError};
+pub use code::Code;
 pub use metrics::{Counter, Gauge, Histogram};
+pub use state::StateError;
 
 /// What the gateway knows of the call the running hook is for: its listener, the upstream
 /// group and endpoint (once the call is forwarded: in `on_response` and
@@ -109,34 +151,10 @@ pub fn log(level: Level, message: &str) {
     bindings::synapsor::plugin::host::log(level, message);
 }
 
-/// gRPC status codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-#[allow(missing_docs)]
-pub enum Code {
-    Ok = 0,
-    Cancelled = 1,
-    Unknown = 2,
-    InvalidArgument = 3,
-    DeadlineExceeded = 4,
-    NotFound = 5,
-    AlreadyExists = 6,
-    PermissionDenied = 7,
-    ResourceExhausted = 8,
-    FailedPrecondition = 9,
-    Aborted = 10,
-    OutOfRange = 11,
-    Unimplemented = 12,
-    Internal = 13,
-    Unavailable = 14,
-    DataLoss = 15,
-    Unauthenticated = 16,
-}
-
 /// An interceptor plugin. One value is created per instance by [`Plugin::init`]; the gateway may
 /// run many instances of a plugin side by side and recycle them at any time, so state that must
-/// be shared goes through [`counter_add`] (or, to be seen on `/metrics`, a [`Counter`],
-/// [`Gauge`] or [`Histogram`]).
+/// be shared goes through [`state`] or [`counter_add`] (or, to be seen on `/metrics`, a
+/// [`Counter`], [`Gauge`] or [`Histogram`]).
 pub trait Plugin: Sized + 'static {
     /// Builds the plugin from its `config:` (JSON text; see [`parse_config`]). An error stops
     /// the plugin from loading.
@@ -452,5 +470,11 @@ mod tests {
             MessageAction::replace(&b"ab"[..]),
             MessageAction::Replace(b"ab".to_vec())
         );
+        for n in 0..=16 {
+            assert_eq!(Code::from_u32(n).map(|c| c as u32), Some(n));
+        }
+        assert_eq!(Code::from_u32(17), None);
+        assert_eq!(Code::PermissionDenied.name(), "PERMISSION_DENIED");
+        assert_eq!(Code::Unauthenticated.name(), "UNAUTHENTICATED");
     }
 }
