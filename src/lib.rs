@@ -44,6 +44,7 @@ mod clock;
 mod error;
 mod gateway;
 mod proxy;
+mod redis_store;
 mod route;
 mod server;
 mod sockopt;

@@ -1,6 +1,7 @@
-//! The Redis side of a shared rate limit: a few multiplexed connections driven by one
-//! background thread of the gateway, the GCRA script (one round trip, on Redis's clock),
-//! reconnection, and latency/error metrics.
+//! The gateway's Redis client, used by shared rate limits and plugins' shared state: a few
+//! multiplexed connections driven by one background thread of the gateway, a timeout per
+//! request, a pause after a failure, reconnection, and latency/error metrics; the rate limit's
+//! GCRA script (one round trip, on Redis's clock).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock, Weak};
@@ -119,23 +120,35 @@ impl RedisStore {
         burst: u32,
         cost: u32,
     ) -> Result<Verdict, String> {
+        let mut call = SCRIPT.key(key);
+        call.arg(interval.as_micros() as u64).arg(burst).arg(cost);
+        let (admitted, wait_us) = self
+            .query(|mut conn| async move { call.invoke_async::<(i64, i64)>(&mut conn).await })
+            .await?;
+        Ok(match admitted {
+            1 => Verdict::Admit,
+            _ => Verdict::Refuse(Duration::from_micros(wait_us.max(1) as u64)),
+        })
+    }
+
+    /// Runs one request on one of the connections, within the store's timeout, counted in its
+    /// metrics. An error means Redis could not be asked or failed the request (down, slow, not
+    /// connected yet, or within the pause after a failure); the text names the server.
+    pub async fn query<T, F, Fut>(&self, request: F) -> Result<T, String>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         if clock::now_ms() < self.down_until.load(Ordering::Relaxed) {
             return Err(format!("redis {} failed recently", self.shown));
         }
         let Some(conns) = self.conns.load_full() else {
             return Err(format!("not connected to redis {} yet", self.shown));
         };
-        let mut conn = conns[self.next.fetch_add(1, Ordering::Relaxed) % conns.len()].clone();
+        let conn = conns[self.next.fetch_add(1, Ordering::Relaxed) % conns.len()].clone();
         let started = Instant::now();
-        let mut call = SCRIPT.key(key);
-        call.arg(interval.as_micros() as u64).arg(burst).arg(cost);
-        let answer =
-            tokio::time::timeout(self.timeout, call.invoke_async::<(i64, i64)>(&mut conn)).await;
-        let result = match answer {
-            Ok(Ok((1, _))) => Ok(Verdict::Admit),
-            Ok(Ok((_, wait_us))) => Ok(Verdict::Refuse(Duration::from_micros(
-                wait_us.max(1) as u64
-            ))),
+        let result = match tokio::time::timeout(self.timeout, request(conn)).await {
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(format!("redis {}: {e}", self.shown)),
             Err(_) => Err(format!(
                 "redis {} did not answer within {:?}",
@@ -195,7 +208,7 @@ async fn connect(store: Weak<RedisStore>, client: redis::Client, n: usize, timeo
             Some(e) if !warned => {
                 warned = true;
                 tracing::warn!(redis = %s.shown, error = %e,
-                    "cannot connect to redis; shared rate limits use on_backend_error until it answers");
+                    "cannot connect to redis; shared rate limits use on_backend_error and plugin state on_redis_error until it answers");
             }
             Some(_) => {}
         }

@@ -14,6 +14,7 @@ mod locate;
 mod model;
 mod outlier;
 mod plugin;
+mod plugin_io;
 mod seed;
 mod stage;
 mod tls;
@@ -35,6 +36,7 @@ pub use outlier::OutlierConfig;
 pub use plugin::{
     ByteSize, Isolation, MessagePolicy, OnError, WasmConfig, MAX_MEMORY_LIMIT, MAX_TOTAL_INSTANCES,
 };
+pub use plugin_io::{CalloutConfig, OnRedisError, StateConfig, StateRedis};
 pub use stage::{
     check_method_pattern, AccessConfig, AccessDefault, AccessLogConfig, AccessRule, ApiKeyConfig,
     ApiKeyEntry, Cidr, ConcurrencyLimitConfig, JwtConfig, KeySpec, LogFormat, MetricsConfig,

@@ -7,6 +7,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::duration::Dur;
+use super::plugin_io::{CalloutConfig, StateConfig};
 
 /// The most memory a plugin instance may be given (the host's pooling allocator reserves slots
 /// of this size).
@@ -77,6 +78,14 @@ pub struct WasmConfig {
     /// `pass` forwards it untouched without showing it to the plugin.
     #[serde(default)]
     pub on_unknown_encoding: MessagePolicy,
+    /// The upstream groups the plugin may call out to and the bounds on its callouts (none
+    /// allowed when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callouts: Option<CalloutConfig>,
+    /// The bounds and place of the plugin's key-value store (in the gateway's memory by
+    /// default).
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 /// What happens to a message a plugin's message hook cannot be shown.
@@ -266,6 +275,12 @@ impl WasmConfig {
         if let Err(e) = self.config_json() {
             return bad("config", &e);
         }
-        Ok(())
+        if let Some(c) = &self.callouts {
+            c.validate()
+                .map_err(|(f, m)| (format!("callouts.{f}"), m))?;
+        }
+        self.state
+            .validate()
+            .map_err(|(f, m)| (format!("state.{f}"), m))
     }
 }

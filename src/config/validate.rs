@@ -216,6 +216,16 @@ fn validate_plugins(cfg: &Config) -> Result<(), (String, String)> {
                             format!("another plugin is already named {:?}", w.name),
                         ));
                     }
+                    let groups = w.callouts.iter().flat_map(|c| c.groups.iter());
+                    for (g, name) in groups.enumerate() {
+                        if !cfg.upstreams.iter().any(|u| &u.name == name) {
+                            let names = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+                            return Err((
+                                field(&format!("callouts.groups[{g}]")),
+                                unknown_upstream(name, &names),
+                            ));
+                        }
+                    }
                     total += w.max_instances;
                     if total > super::MAX_TOTAL_INSTANCES {
                         return Err((

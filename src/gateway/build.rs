@@ -7,10 +7,14 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::{ListenerConfig, UpstreamConfig};
+use tower::Service;
+
+use crate::plugin::callout::Callees;
 use crate::proxy::{Forward, Stack, Upstreamed};
 use crate::route::Router;
 use crate::server::worker::Worker;
 use crate::server::{ListenerSettings, Serving};
+use crate::stack::{CallFuture, Callee};
 use crate::stage::Stages;
 use crate::telemetry::Registry;
 use crate::tls::{ClientTls, ServerTls};
@@ -78,14 +82,15 @@ pub fn listener_serving(
     registry: &Arc<Registry>,
     workers: usize,
 ) -> anyhow::Result<Vec<Serving>> {
-    let stages = Stages::new(&cfg.interceptors, &cfg.name, registry)
+    let callees = callees(groups);
+    let stages = Stages::new(&cfg.interceptors, &cfg.name, registry, &callees)
         .map_err(|e| anyhow::anyhow!("listener {:?}: {e}", cfg.name))?;
     let route_stages = cfg
         .routes
         .iter()
         .enumerate()
         .map(|(r, route)| {
-            Stages::new(&route.interceptors, &cfg.name, registry)
+            Stages::new(&route.interceptors, &cfg.name, registry, &callees)
                 .map_err(|e| anyhow::anyhow!("listener {:?}: routes[{r}].{e}", cfg.name))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -101,6 +106,45 @@ pub fn listener_serving(
             }
         })
         .collect())
+}
+
+/// Every upstream group as plugins call it out ([`Callee`]): through the worker's own
+/// instance of the group, as a client's call to it is forwarded.
+fn callees(groups: &Groups) -> Callees {
+    groups
+        .iter()
+        .map(|(name, g)| {
+            let callee: Arc<dyn Callee> = Arc::new(GroupCallee(g.clone()));
+            (name.clone(), callee)
+        })
+        .collect()
+}
+
+/// An upstream group as a plugin's callout target.
+struct GroupCallee(Arc<UpstreamGroup>);
+
+impl GroupCallee {
+    fn instance(&self, worker: usize) -> Option<Arc<crate::upstream::Upstream>> {
+        let all = self.0.instances();
+        all.get(worker % all.len().max(1)).cloned()
+    }
+}
+
+impl Callee for GroupCallee {
+    fn call(&self, worker: usize, req: crate::stack::Request) -> CallFuture {
+        match self.instance(worker) {
+            Some(up) => Upstreamed(up).call(req),
+            None => Box::pin(std::future::ready(Err(format!(
+                "upstream group {:?} has no instance",
+                self.0.name()
+            )
+            .into()))),
+        }
+    }
+
+    fn runtime(&self, worker: usize) -> Option<tokio::runtime::Handle> {
+        self.instance(worker)?.runtime()
+    }
 }
 
 /// The one place stages are wrapped around the forwarder (as linkerd2-proxy composes its stacks

@@ -16,16 +16,31 @@ pub mod v1 {
     });
 }
 
-/// The 0.2 contract (message hooks, call properties, plugin-defined metrics).
+/// The 0.2 contract (message hooks, call properties, plugin-defined metrics; since 0.2.1
+/// callouts and shared state).
 pub mod v2 {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "interceptor",
         exports: { default: async },
+        // The functions that wait (for an upstream, for Redis): the guest's fiber suspends,
+        // the thread goes on with other tasks.
+        imports: {
+            "synapsor:plugin/callout.call": async,
+            "synapsor:plugin/state.get": async,
+            "synapsor:plugin/state.set": async,
+            "synapsor:plugin/state.delete": async,
+            "synapsor:plugin/state.compare-and-swap": async,
+        },
     });
 }
 
+pub use v2::synapsor::plugin::callout::{
+    Error as CalloutError, Request as CalloutRequest, Response as CalloutResponse,
+    Status as CalloutStatus,
+};
 pub use v2::synapsor::plugin::host::Level;
+pub use v2::synapsor::plugin::state::Error as StateError;
 pub use v2::synapsor::plugin::types::{
     CallProperties, Header, HeaderOp, Hooks, Message, MessageAction, Metric, MetricKind, Reject,
     RequestAction, RequestInfo, ResponseAction, ResponseInfo, StatusOverride,

@@ -57,6 +57,21 @@ impl Budget {
         }
     }
 
+    /// The start of a wait for the host (a callout, a Redis round trip): see [`Budget::resume`].
+    pub fn pause(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// The end of a wait that started at `since`: the wait is not the guest's time, so the
+    /// wall-clock cap moves on by as long, and the thread clock starts over (the guest may
+    /// resume on another thread, and this one ran other tasks meanwhile).
+    pub fn resume(&mut self, since: Instant) {
+        let now = Instant::now();
+        self.wall_deadline += now - since;
+        self.last = now;
+        self.mark = None;
+    }
+
     /// What an epoch tick does to the call: interrupt it once over budget; let it go on early
     /// in its first slice; else yield.
     pub fn tick(&mut self) -> UpdateDeadline {

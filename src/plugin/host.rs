@@ -13,7 +13,10 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{v1, v2, CallProperties, Level, Metric, MetricKind};
+use super::callout::{Callees, Callouts};
 use super::custom::{Kind, MetricDef, PluginMetricSet};
+use super::state::State;
+use crate::config::WasmConfig;
 use crate::stack::Inbound;
 use crate::telemetry::Registry;
 
@@ -27,13 +30,19 @@ const MAX_LOG: usize = 4096;
 /// and counted in the next line that gets through.
 const LOGS_PER_SECOND: u64 = 100;
 
-/// What a plugin's instances share: its name, its counters and its metrics.
+/// What a plugin's instances share: its name, its counters, its metrics, its callouts and its
+/// state.
 pub struct PluginShared {
     /// The plugin's name.
     pub name: Arc<str>,
     counters: DashMap<String, AtomicI64>,
     /// The metrics it defined (`define-metric`).
     pub metrics: Arc<PluginMetricSet>,
+    /// The upstream groups it may call and the bounds on its callouts (`None`: it may call
+    /// none).
+    pub callouts: Option<Callouts>,
+    /// Its key-value store.
+    pub state: Arc<State>,
     /// The second (since the Unix epoch) the log budget is counted for, and lines used in it.
     log_second: AtomicU64,
     log_lines: AtomicU64,
@@ -41,11 +50,17 @@ pub struct PluginShared {
 }
 
 impl PluginShared {
-    /// A plugin with no counters yet, its metrics shown on `registry`.
-    pub fn new(name: &str, registry: &Registry) -> Arc<PluginShared> {
-        let name: Arc<str> = name.into();
+    /// The shared part of plugin `cfg`, with no counters yet, its metrics shown on `registry`,
+    /// calling out to the groups of `callees` its `callouts` allow.
+    pub fn new(cfg: &WasmConfig, registry: &Registry, callees: &Callees) -> Arc<PluginShared> {
+        let name: Arc<str> = cfg.name.as_str().into();
         Arc::new(PluginShared {
             metrics: PluginMetricSet::new(registry, name.clone()),
+            callouts: cfg
+                .callouts
+                .as_ref()
+                .map(|c| Callouts::new(c, callees, cfg.max_message())),
+            state: State::new(&cfg.name, &cfg.state),
             name,
             counters: DashMap::new(),
             log_second: AtomicU64::new(0),
@@ -97,6 +112,8 @@ pub struct HostState {
     pub(super) wasi: Option<(WasiCtx, ResourceTable)>,
     /// The call the running hook is for (`properties`); `None` in `init`.
     pub(super) call: Option<Arc<CallCtx>>,
+    /// Callouts the running hook call made so far (bounded by `callouts.max_per_hook`).
+    pub(super) callouts_made: u32,
 }
 
 /// Caps linear memory; remembers a refused growth so the failure is reported as `memory`.
@@ -144,6 +161,8 @@ pub struct CallCtx {
     pub inbound: Option<Arc<Inbound>>,
     /// When the call reached the stage.
     pub started: Instant,
+    /// The worker the call came on (whose pools its callouts use); `None` off the workers.
+    pub worker: Option<usize>,
     /// The upstream group and endpoint serving it, once known (response side).
     pub served: std::sync::OnceLock<(Arc<str>, Option<Arc<str>>)>,
 }
@@ -154,6 +173,7 @@ impl CallCtx {
         CallCtx {
             inbound,
             started: Instant::now(),
+            worker: crate::stack::worker(),
             served: std::sync::OnceLock::new(),
         }
     }

@@ -122,6 +122,7 @@ impl Version {
                 .wasi
                 .then(|| (WasiCtx::builder().build(), ResourceTable::new())),
             call: None,
+            callouts_made: 0,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -282,6 +283,7 @@ impl Instance {
 /// is 0).
 fn arm(store: &mut Store<HostState>, timeout: Duration) {
     store.data_mut().budget = Budget::start(timeout);
+    store.data_mut().callouts_made = 0;
     store.set_epoch_deadline(1);
 }
 

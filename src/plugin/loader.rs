@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use super::bindings::Hooks;
+use super::callout::Callees;
 use super::compat::Pre;
 use super::engine::{content_key, host, ContentKey};
 use super::host::PluginShared;
@@ -90,16 +91,22 @@ fn mark(path: &Path, bytes: &[u8]) -> FileMark {
 }
 
 impl Plugin {
-    /// Loads a plugin whose metrics are shown nowhere (benchmarks); see [`Plugin::load_in`].
+    /// Loads a plugin whose metrics are shown nowhere and that can call out to no upstream
+    /// group (benchmarks); see [`Plugin::load_in`].
     pub fn load(cfg: &WasmConfig) -> Result<Arc<Plugin>, String> {
-        Plugin::load_in(cfg, &Registry::default())
+        Plugin::load_in(cfg, &Registry::default(), &Callees::new())
     }
 
-    /// Loads a plugin (the metrics it defines shown on `registry`): fails with a message naming
-    /// the file when it cannot be read, compiled, linked or `init`ed.
-    pub(crate) fn load_in(cfg: &WasmConfig, registry: &Registry) -> Result<Arc<Plugin>, String> {
+    /// Loads a plugin (the metrics it defines shown on `registry`, its callouts to the groups
+    /// of `callees` it may call): fails with a message naming the file when it cannot be read,
+    /// compiled, linked or `init`ed.
+    pub(crate) fn load_in(
+        cfg: &WasmConfig,
+        registry: &Registry,
+        callees: &Callees,
+    ) -> Result<Arc<Plugin>, String> {
         let config_json: Arc<str> = cfg.config_json()?.into();
-        let shared = PluginShared::new(&cfg.name, registry);
+        let shared = PluginShared::new(cfg, registry, callees);
         let slots = Arc::new(Semaphore::new(cfg.max_instances as usize));
         let bytes = read(&cfg.path)?;
         let (version, _) = build(cfg, &bytes, &shared, &slots, &config_json, 1)?;
@@ -243,7 +250,10 @@ fn build(
 /// Compiles a plugin and `init`s one instance, for `synapsor check`.
 pub fn describe(cfg: &WasmConfig) -> Result<Description, String> {
     let bytes = read(&cfg.path)?;
-    let shared = PluginShared::new(&cfg.name, &Registry::default());
+    // Checked alone: no upstream groups to call, and no Redis connection opened.
+    let mut alone = cfg.clone();
+    alone.state.redis = None;
+    let shared = PluginShared::new(&alone, &Registry::default(), &Callees::new());
     let slots = Arc::new(Semaphore::new(1));
     let config: Arc<str> = cfg.config_json()?.into();
     build(cfg, &bytes, &shared, &slots, &config, 1).map(|(_, d)| d)

@@ -9,6 +9,8 @@
 //! - [`instance`]: the bounded instance pool and one hook call under its [`budget`] (CPU time).
 //! - [`message`], [`codec`]: the message hooks in a call's body, gRPC framing and compression.
 //! - [`custom`]: metrics plugins define.
+//! - [`callout`], [`state`]: calls out to upstream groups, and the plugin's key-value store
+//!   (in memory or Redis); `host_io.rs` offers both to the guest.
 //! - [`loader`]: load, reload on file change or SIGHUP, and the watcher thread.
 //! - [`offload`]: hook calls that run long move off the worker to the plugin threads.
 //! - [`convert`]: what a plugin is shown, and checking what it answers.
@@ -20,6 +22,7 @@
 
 pub mod bindings;
 pub mod budget;
+pub mod callout;
 pub mod codec;
 pub mod compat;
 pub mod convert;
@@ -27,11 +30,14 @@ pub mod custom;
 pub mod engine;
 mod failure;
 pub mod host;
+mod host_io;
 pub mod instance;
+mod io_metrics;
 pub mod loader;
 pub mod message;
 pub mod offload;
 mod service;
+pub mod state;
 pub mod stats;
 
 pub use failure::Failure;

@@ -36,10 +36,16 @@ pub struct WasmLayer {
 }
 
 impl WasmLayer {
-    /// Loads the plugin (compiling it and `init`ing one instance) and registers its metrics.
-    pub fn new(cfg: &WasmConfig, registry: &Registry) -> Result<WasmLayer, String> {
-        let plugin = Plugin::load_in(cfg, registry)?;
+    /// Loads the plugin (compiling it and `init`ing one instance; its callouts go to the
+    /// groups of `callees` it may call) and registers its metrics.
+    pub fn new(
+        cfg: &WasmConfig,
+        registry: &Registry,
+        callees: &super::callout::Callees,
+    ) -> Result<WasmLayer, String> {
+        let plugin = Plugin::load_in(cfg, registry, callees)?;
         super::PluginMetrics::add(registry, plugin.shared.name.clone(), plugin.stats.clone());
+        super::io_metrics::PluginIoMetrics::add(registry, plugin.shared.clone());
         Ok(WasmLayer { plugin })
     }
 

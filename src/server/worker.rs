@@ -29,6 +29,7 @@ pub fn spawn(index: usize, mut exit: watch::Receiver<bool>) -> std::io::Result<W
     std::thread::Builder::new()
         .name(format!("synapsor-w{index}"))
         .spawn(move || {
+            crate::stack::set_worker(index);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

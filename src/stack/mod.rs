@@ -7,9 +7,11 @@
 //! body to the client.
 
 mod body;
+mod callee;
 mod context;
 
 pub use body::{Body, Seen, Watch};
+pub use callee::{set_worker, worker, CallFuture, Callee};
 pub use context::{
     ClientEarlyResets, Inbound, PeerAddr, Principal, PrincipalSlot, Rejected, UpstreamEndpoint,
     UpstreamGroup,

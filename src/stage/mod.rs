@@ -59,12 +59,14 @@ enum StageLayer {
 }
 
 impl Stages {
-    /// Builds the stages of an `interceptors:` list (validated); fails when a stage's outside
-    /// input (a keys file, an environment variable) cannot be read, naming the stage.
+    /// Builds the stages of an `interceptors:` list (validated; plugins call out to `callees`);
+    /// fails when a stage's outside input (a keys file, an environment variable) cannot be
+    /// read, naming the stage.
     pub fn new(
         configs: &[StageConfig],
         listener: &str,
         registry: &Arc<Registry>,
+        callees: &crate::plugin::callout::Callees,
     ) -> Result<Stages, String> {
         configs
             .iter()
@@ -98,7 +100,7 @@ impl Stages {
                         StageLayer::Metrics(MetricsStage::layer(c, registry, listener))
                     }
                     StageConfig::Wasm(c) => StageLayer::Wasm(
-                        crate::plugin::WasmLayer::new(c, registry)
+                        crate::plugin::WasmLayer::new(c, registry, callees)
                             .map_err(|e| format!("interceptors[{i}].wasm: {e}"))?,
                     ),
                     StageConfig::ApiKey(c) => StageLayer::ApiKey(

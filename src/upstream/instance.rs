@@ -67,6 +67,12 @@ impl Upstream {
         *runner = Some((rt.clone(), stop.clone()));
     }
 
+    /// The worker's runtime this instance's pools run on, once started.
+    pub fn runtime(&self) -> Option<Handle> {
+        let runner = self.runner.lock().unwrap_or_else(|p| p.into_inner());
+        runner.as_ref().map(|(rt, _)| rt.clone())
+    }
+
     pub(super) fn replace(
         &self,
         members: Members,

@@ -3,8 +3,6 @@
 //! `local_allowance` calls). When Redis fails or is slow, `on_backend_error` decides: admit,
 //! refuse with UNAVAILABLE, or apply the same limit in this process alone.
 
-mod redis;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
@@ -15,12 +13,12 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tower::{Layer, Service};
 
-use self::redis::Verdict;
-pub use self::redis::{RedisStore, StoreMetrics};
 use super::{KeyError, Keyer, RateLimitLayer};
 use crate::clock;
 use crate::config::{LimitBackend, OnBackendError, RateLimitConfig};
 use crate::grpc::Code;
+use crate::redis_store::Verdict;
+pub use crate::redis_store::{RedisStore, StoreMetrics};
 use crate::stack::Rejected;
 use crate::stack::{BoxError, Request, Response};
 
