@@ -1,8 +1,12 @@
-//! Compiles `proto/echo.proto` with protox (pure Rust, no protoc needed) and generates tonic code.
+//! Compiles `proto/echo.proto` and `proto/authz.proto` with protox (pure Rust, no protoc needed)
+//! and generates tonic code.
 fn main() {
-    println!("cargo:rerun-if-changed=proto/echo.proto");
-    let fds = protox::compile(["proto/echo.proto"], ["proto"]).expect("compile proto/echo.proto");
+    const PROTOS: [&str; 2] = ["proto/echo.proto", "proto/authz.proto"];
+    for p in PROTOS {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(PROTOS, ["proto"]).expect("compile the testkit's protos");
     tonic_prost_build::configure()
         .compile_fds(fds)
-        .expect("generate tonic code for echo.proto");
+        .expect("generate tonic code for the testkit's protos");
 }

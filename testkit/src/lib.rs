@@ -4,15 +4,21 @@
 //! request field steers what it does (reply count and size, delays, failure status, ending a call
 //! before the client half-closes), and [`Observed`] records what it saw (calls, cancellations,
 //! metadata, `grpc-timeout`) so a test can assert on the upstream's view of a call.
+//!
+//! [`AuthzServer`] serves `synapsor.test.v1.Authz` (a fixed authorization policy steered by the
+//! caller's bearer token) and `synapsor.test.v1.Tokens` (short-lived credentials) for the
+//! gateway's callout tests; see [`authz`].
 
+pub mod authz;
 pub mod backend;
 
-/// Generated tonic code for `proto/echo.proto`.
+/// Generated tonic code for `proto/echo.proto` and `proto/authz.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     tonic::include_proto!("synapsor.test.v1");
 }
 
+pub use authz::{AuthzOptions, AuthzServer};
 pub use backend::{Backend, BackendOptions, Observed};
 pub use pb::echo_client::EchoClient;
 pub use pb::{EchoReply, EchoRequest};
