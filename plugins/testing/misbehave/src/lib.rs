@@ -5,12 +5,28 @@
 //! (sets the gateway-owned `grpc-status` on the request), `bad-code`.
 //! With `config: { fail_init: true }` its `init` fails; with `spin_init: true` it never returns.
 //!
+//! Through callouts and shared state (contract 0.2.1), each ending the call with ABORTED and a
+//! message saying how far it got:
+//!
+//! * `callout-loop`: calls the group `config.callout_group` until a call fails (at the latest,
+//!   `callouts.max_per_hook`): `after <n> calls: <error>`;
+//! * `callout-blackhole`: one call to the group named by `x-group`: `ok` or `<error>`;
+//! * `state-huge`: sets values of 1 MiB, 2 MiB, … (up to 1024 MiB) under new keys until one
+//!   fails: `after <n> sets: <error>` (or `set 1024 values without an error`);
+//! * `state-keys`: sets up to 1,000,000 distinct small keys until one fails:
+//!   `after <n> keys: <error>` (or `set 1000000 keys without an error`).
+//!
+//! The callouts call `x-method` (default `/synapsor.test.v1.Echo/Unary`) with an empty message,
+//! and `x-timeout-ms` when given; `<error>` is the SDK's `CalloutError` or `StateError` text.
+//!
 //! With `config: { messages: true }` it also asks for the request messages, and
 //! `on_request_message` misbehaves according to the message's field 1 (the payload bytes of
 //! `synapsor.test.v1.EchoRequest`): `loop` (spins forever), `alloc` (allocates without bound),
 //! `panic`, `huge` (answers a 5 MiB replacement: a message whose field 1 is 5 MiB less 5
 //! bytes of `x`), `log-flood` (calls the host's `log` until the timeout); any other payload, or
 //! a message that does not parse, is let through unchanged.
+
+mod io;
 
 use serde::Deserialize;
 use synapsor_plugin_sdk::wire::{self, Writer};
@@ -26,11 +42,14 @@ struct Config {
     spin_init: bool,
     messages: bool,
     response_messages: bool,
+    /// The group `callout-loop` calls (empty: none, so the first call is not allowed).
+    callout_group: String,
 }
 
 struct Misbehave {
     messages: bool,
     response_messages: bool,
+    callout_group: String,
 }
 
 /// The size of the `huge` replacement: 5 MiB, over the default `max_message_size` (4 MiB) and,
@@ -68,6 +87,7 @@ impl Plugin for Misbehave {
         Ok(Misbehave {
             messages: c.messages,
             response_messages: c.response_messages,
+            callout_group: c.callout_group,
         })
     }
 
@@ -166,6 +186,10 @@ impl Plugin for Misbehave {
                 RequestAction::Continue(vec![HeaderOp::set("Bad Name", "line\r\nbreak")])
             }
             Some("pseudo-header") => RequestAction::Continue(vec![HeaderOp::set(":path", "/x")]),
+            Some("callout-loop") => io::callout_loop(&self.callout_group, req),
+            Some("callout-blackhole") => io::callout_once(req),
+            Some("state-huge") => io::state_huge(req),
+            Some("state-keys") => io::state_keys(req),
             Some("bad-code") => RequestAction::Reject(Reject {
                 code: 99,
                 message: "no such code".into(),
