@@ -185,3 +185,6 @@ impl State {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
