@@ -120,15 +120,30 @@ pub fn status_code(headers: &HeaderMap) -> Option<usize> {
 /// Characters percent-encoded in `grpc-message` (the gRPC spec: anything outside 0x20..0x7E, and %).
 const MESSAGE_ESCAPE: &AsciiSet = &CONTROLS.add(b'%');
 
-/// Adds `grpc-status` and a percent-encoded `grpc-message` to a header map.
+/// Adds `grpc-status` and a percent-encoded `grpc-message` to a header map. A space at either
+/// end is percent-encoded too: an HTTP/2 field value must not start or end with whitespace
+/// (RFC 9113 §8.2.1), and peers that check (Rust's h2) fail the stream with PROTOCOL_ERROR.
 pub fn put_status(headers: &mut HeaderMap, code: Code, message: &str) {
     headers.insert(GRPC_STATUS, code.as_header());
     if !message.is_empty() {
-        let encoded = percent_encode(message.as_bytes(), MESSAGE_ESCAPE).to_string();
+        let encoded = encode_message(message);
         if let Ok(v) = HeaderValue::from_str(&encoded) {
             headers.insert(GRPC_MESSAGE, v);
         }
     }
+}
+
+/// `message` percent-encoded for `grpc-message`, with no space at either end.
+fn encode_message(message: &str) -> String {
+    let encoded = percent_encode(message.as_bytes(), MESSAGE_ESCAPE).to_string();
+    let body = encoded.trim_start_matches(' ');
+    let lead = encoded.len() - body.len();
+    let inner = body.trim_end_matches(' ');
+    let trail = body.len() - inner.len();
+    if lead + trail == 0 {
+        return encoded;
+    }
+    format!("{}{inner}{}", "%20".repeat(lead), "%20".repeat(trail))
 }
 
 /// A trailers-only response: HTTP 200 with `content-type`, `grpc-status` and `grpc-message` in
@@ -323,6 +338,20 @@ mod tests {
         ] {
             h.insert(CONTENT_TYPE, HeaderValue::from_static(v));
             assert_eq!(is_grpc_content_type(&h), ok, "{v}");
+        }
+    }
+
+    #[test]
+    fn a_message_never_starts_or_ends_with_a_space() {
+        for (message, wire) in [
+            ("may not call ", "may not call%20"),
+            ("  a b ", "%20%20a b%20"),
+            (" ", "%20"),
+            ("x", "x"),
+        ] {
+            let mut h = HeaderMap::new();
+            put_status(&mut h, Code::Aborted, message);
+            assert_eq!(h[GRPC_MESSAGE], wire, "{message:?}");
         }
     }
 

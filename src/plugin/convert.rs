@@ -175,6 +175,12 @@ fn value(n: &str, v: &str) -> Result<HeaderValue, String> {
     if v.len() > MAX_VALUE {
         return Err(format!("value of {n:?} is {} bytes", v.len()));
     }
+    if v.starts_with([' ', '\t']) || v.ends_with([' ', '\t']) {
+        // RFC 9113 §8.2.1: peers that check fail the whole stream with PROTOCOL_ERROR.
+        return Err(format!(
+            "value of {n:?} starts or ends with whitespace, which HTTP/2 forbids"
+        ));
+    }
     HeaderValue::from_str(v).map_err(|_| format!("value of {n:?} is not a legal header value"))
 }
 
@@ -252,4 +258,26 @@ pub fn rejection(r: &Reject) -> Result<Rejected, String> {
 pub fn status_override(code: u32, msg: &str) -> Result<Code, String> {
     message(msg)?;
     Code::from_u32(code).ok_or_else(|| format!("status code {code} is not a gRPC code"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(name: &str, value: &str) -> HeaderOp {
+        HeaderOp::Set(Header {
+            name: name.into(),
+            value: value.into(),
+        })
+    }
+
+    #[test]
+    fn values_with_whitespace_at_an_end_are_refused() {
+        for v in ["a ", " a", "a\t", "\ta", " "] {
+            let e = check_ops(&[set("x-a", v)], Target::Request).err();
+            assert!(e.is_some_and(|e| e.contains("whitespace")), "{v:?}");
+        }
+        assert!(check_ops(&[set("x-a", "a b")], Target::Request).is_ok());
+        assert!(check_ops(&[set("x-a", "")], Target::Request).is_ok());
+    }
 }

@@ -6,74 +6,11 @@
 use crate::support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::redis::Redis;
 use support::{gateway, http_get, TestGateway};
 use synapsor_testkit::{Backend, EchoRequest};
-
-/// A redis-server child process without persistence.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-/// Installs Debian's redis-server when it is missing (as root, or with sudo), once.
-fn ensure_installed() {
-    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        if Command::new("redis-server").arg("--version").output().is_ok() {
-            return;
-        }
-        let sudo = if Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout != b"0\n") {
-            "sudo "
-        } else {
-            ""
-        };
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "{sudo}apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q redis-server >/dev/null"
-            ))
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "installing redis-server failed");
-    });
-}
-
-impl Redis {
-    async fn start(port: u16) -> Redis {
-        ensure_installed();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (apt-get install redis-server)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let t = Instant::now();
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Redis { child, port }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn limit(port: u16, rate: u32, extra: &str) -> String {
     format!(

@@ -28,12 +28,25 @@ fn values_expire_after_their_ttl_and_deletes_say_whether_a_key_was_there() {
 #[test]
 fn compare_and_swap_changes_only_the_expected_value() {
     let s = store(10, 10_000);
-    assert!(s.compare_and_swap("k", None, Some(b"1"), None).unwrap(), "absent → 1");
-    assert!(!s.compare_and_swap("k", None, Some(b"2"), None).unwrap(), "not absent");
-    assert!(!s.compare_and_swap("k", Some(b"0"), Some(b"2"), None).unwrap());
-    assert!(s.compare_and_swap("k", Some(b"1"), Some(b"2"), None).unwrap());
+    assert!(
+        s.compare_and_swap("k", None, Some(b"1"), None).unwrap(),
+        "absent → 1"
+    );
+    assert!(
+        !s.compare_and_swap("k", None, Some(b"2"), None).unwrap(),
+        "not absent"
+    );
+    assert!(!s
+        .compare_and_swap("k", Some(b"0"), Some(b"2"), None)
+        .unwrap());
+    assert!(s
+        .compare_and_swap("k", Some(b"1"), Some(b"2"), None)
+        .unwrap());
     assert_eq!(s.get("k").as_deref(), Some(&b"2"[..]));
-    assert!(s.compare_and_swap("k", Some(b"2"), None, None).unwrap(), "swap to absent");
+    assert!(
+        s.compare_and_swap("k", Some(b"2"), None, None).unwrap(),
+        "swap to absent"
+    );
     assert_eq!(s.get("k"), None);
     s.set("t", b"x", Some(Duration::from_millis(1))).unwrap();
     std::thread::sleep(Duration::from_millis(5));
@@ -56,7 +69,9 @@ fn racing_swaps_from_one_value_have_exactly_one_winner() {
                     let n: u64 = std::str::from_utf8(&cur).unwrap().parse().unwrap();
                     let next = (n + 1).to_string();
                     let expected = (n > 0).then_some(cur.as_slice());
-                    if s.compare_and_swap("n", expected, Some(next.as_bytes()), None).unwrap() {
+                    if s.compare_and_swap("n", expected, Some(next.as_bytes()), None)
+                        .unwrap()
+                    {
                         return;
                     }
                 })
@@ -75,7 +90,11 @@ fn the_bounds_refuse_what_does_not_fit_and_expired_entries_make_room() {
     for k in ["a", "b", "c"] {
         s.set(k, b"v", Some(Duration::from_millis(20))).unwrap();
     }
-    assert_eq!(s.set("d", b"v", None), Err(StateError::Full), "three keys at most");
+    assert_eq!(
+        s.set("d", b"v", None),
+        Err(StateError::Full),
+        "three keys at most"
+    );
     s.set("a", b"w", None).unwrap(); // replacing is not a new key
     std::thread::sleep(Duration::from_millis(30).max(SWEEP_EVERY));
     s.set("d", b"v", None).unwrap(); // "b" and "c" expired: swept
@@ -84,10 +103,24 @@ fn the_bounds_refuse_what_does_not_fit_and_expired_entries_make_room() {
     let small = store(100, 2 * (ENTRY_OVERHEAD + 1 + 500));
     small.set("x", &[0; 500], None).unwrap();
     small.set("y", &[0; 500], None).unwrap();
-    assert_eq!(small.set("z", &[0; 10], None), Err(StateError::Full), "bytes");
-    assert_eq!(small.set("x", &[0; 501], None), Err(StateError::Full), "growing");
+    assert_eq!(
+        small.set("z", &[0; 10], None),
+        Err(StateError::Full),
+        "bytes"
+    );
+    assert_eq!(
+        small.set("x", &[0; 501], None),
+        Err(StateError::Full),
+        "growing"
+    );
     small.set("x", &[0; 10], None).unwrap(); // shrinking always fits
-    assert!(matches!(small.set("x", &[0; 1001], None), Err(StateError::TooLarge(_))));
+    assert!(matches!(
+        small.set("x", &[0; 1001], None),
+        Err(StateError::TooLarge(_))
+    ));
     let long_key = "k".repeat(257);
-    assert!(matches!(small.set(&long_key, b"", None), Err(StateError::TooLarge(_))));
+    assert!(matches!(
+        small.set(&long_key, b"", None),
+        Err(StateError::TooLarge(_))
+    ));
 }

@@ -2,6 +2,7 @@
 //! for conditions with generous bounds, and a few raw-protocol helpers.
 
 pub mod raw_h2;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::Path;
