@@ -8,6 +8,7 @@
 mod support;
 
 mod balancing;
+mod callout_examples;
 mod cli;
 mod deadlines;
 mod deployments;
