@@ -13,7 +13,10 @@ use synapsor_testkit::{AuthzOptions, AuthzServer, Backend, EchoClient, EchoReque
 use tonic::transport::Channel;
 use tonic::Code;
 
-async fn call(c: &mut EchoClient<Channel>, md: &[(&'static str, &str)]) -> Result<(), tonic::Status> {
+async fn call(
+    c: &mut EchoClient<Channel>,
+    md: &[(&'static str, &str)],
+) -> Result<(), tonic::Status> {
     let mut req = tonic::Request::new(EchoRequest::default());
     for (k, v) in md {
         req.metadata_mut().insert(*k, v.parse().unwrap());
@@ -36,7 +39,10 @@ async fn ext_authz_allows_denies_caches_and_follows_on_error() {
     let authz = AuthzServer::start(AuthzOptions::default());
     let gw = authz_gateway(&b, &authz, "").await;
     let mut c = gw.client().await;
-    let ada = [("authorization", "Bearer allow-ada"), ("x-authz-user", "forged")];
+    let ada = [
+        ("authorization", "Bearer allow-ada"),
+        ("x-authz-user", "forged"),
+    ];
     call(&mut c, &ada).await.expect("allowed");
     assert_eq!(
         first_metadata(&b, "x-authz-user").as_deref(),
@@ -63,7 +69,11 @@ async fn ext_authz_allows_denies_caches_and_follows_on_error() {
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     call(&mut c, &ada).await.expect("allowed");
-    assert_eq!(authz.checks(), 4, "the cached decision expired: asked again");
+    assert_eq!(
+        authz.checks(),
+        4,
+        "the cached decision expired: asked again"
+    );
 
     let (_, metrics) = http_get(gw.admin.unwrap(), "/metrics").await;
     for line in [
@@ -81,7 +91,8 @@ async fn ext_authz_allows_denies_caches_and_follows_on_error() {
     let st = call(&mut c, &new).await.unwrap_err();
     assert_eq!(st.code(), Code::Unavailable, "{st:?}");
     assert!(
-        st.message().starts_with("authorization service unavailable"),
+        st.message()
+            .starts_with("authorization service unavailable"),
         "{}",
         st.message()
     );
@@ -101,7 +112,12 @@ async fn token_cache_fetches_one_token_for_racing_calls_and_refreshes_it() {
         "token_cache",
         ", callouts: { groups: [tokens] }, config: { audience: billing, refresh_before_ms: 1000, wait_ms: 1000 }",
     );
-    let gw = gateway(&config(&b, &stage, &[("tokens", tokens.addr().to_string())])).await;
+    let gw = gateway(&config(
+        &b,
+        &stage,
+        &[("tokens", tokens.addr().to_string())],
+    ))
+    .await;
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let addr = gw.addr;
@@ -126,6 +142,9 @@ async fn token_cache_fetches_one_token_for_racing_calls_and_refreshes_it() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut c = gw.client().await;
     call(&mut c, &[]).await.unwrap();
-    assert_eq!(first_metadata(&b, "authorization").as_deref(), Some("Bearer tok-2"));
+    assert_eq!(
+        first_metadata(&b, "authorization").as_deref(),
+        Some("Bearer tok-2")
+    );
     assert_eq!(tokens.issues(), 2);
 }

@@ -26,6 +26,7 @@ mod malformed;
 mod message_examples;
 mod outlier;
 mod plugin_callouts;
+mod plugin_io_safety;
 mod plugin_loading;
 mod plugin_messages;
 mod plugin_safety;
