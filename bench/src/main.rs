@@ -9,7 +9,11 @@
 //! `unary-100b-h2load`, the small unary load from `h2load`, Debian's nghttp2-client),
 //! `--targets a,b` (direct,synapsor; also synapsor+stages, synapsor+plugin, synapsor+plugin-req, synapsor+msg-plugin, synapsor+pii-redact, synapsor+limit, synapsor+redis-limit, nginx, haproxy), `--gateway PATH` (target/release/synapsor), `--workers N`
 //! (the gateway's `runtime.workers`; 0, one per core).
+//!
+//! `synapsor-bench callout` compares small unary calls through the `ext-authz` example (cached
+//! and not) with the plain gateway and with the authorization call made directly (`callout.rs`).
 
+mod callout;
 mod h2load;
 mod load;
 mod procfs;
@@ -79,8 +83,11 @@ struct Sample {
 }
 
 fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("backend") {
-        return serve_backend();
+    match std::env::args().nth(1).as_deref() {
+        Some("backend") => return serve_backend(),
+        Some("authz") => return serve_authz(),
+        Some("callout") => return callout_comparison(),
+        _ => {}
     }
     let a = args()?;
     if a.loads.contains(&Load::Unary100H2load) && !h2load::available() {
@@ -244,6 +251,40 @@ fn print_report(a: &Args, ts: &[Target], samples: &mut BTreeMap<(usize, usize), 
                 rss
             );
         }
+    }
+}
+
+/// `synapsor-bench callout [--rounds N] [--secs S] [--gateway PATH]`: see `callout.rs`.
+fn callout_comparison() -> anyhow::Result<()> {
+    let mut it = std::env::args().skip(2);
+    let (mut rounds, mut secs, mut gateway) = (3, 4, PathBuf::from("target/release/synapsor"));
+    while let Some(k) = it.next() {
+        let v = it.next().with_context(|| format!("{k} needs a value"))?;
+        match k.as_str() {
+            "--rounds" => rounds = v.parse()?,
+            "--secs" => secs = v.parse()?,
+            "--gateway" => gateway = v.into(),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    if rounds == 0 || secs == 0 || secs > 120 {
+        bail!("--rounds must be at least 1 and --secs from 1 to 120");
+    }
+    let dir = std::env::temp_dir().join(format!("synapsor-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let r = callout::run(&gateway, &dir, rounds, secs);
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+/// `synapsor-bench authz`: testkit's authorization service in its own process; prints its
+/// address.
+fn serve_authz() -> anyhow::Result<()> {
+    let server = synapsor_testkit::AuthzServer::start(synapsor_testkit::AuthzOptions::default());
+    println!("listening {}", server.addr());
+    // Serve until the parent kills this process.
+    loop {
+        std::thread::park();
     }
 }
 

@@ -108,22 +108,28 @@ pub fn free_addr() -> SocketAddr {
 
 /// Starts the echo backend as a child process of this binary; returns it and its address.
 pub fn backend() -> anyhow::Result<Target> {
+    child_server("backend")
+}
+
+/// Starts `synapsor-bench <kind>` (`backend`, `authz`) as a child process serving on a loopback
+/// port it reports; returns it and its address.
+pub fn child_server(kind: &str) -> anyhow::Result<Target> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .arg("backend")
+        .arg(kind)
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
-        .context("start the backend")?;
+        .with_context(|| format!("start the {kind}"))?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
     let addr: SocketAddr = line
         .trim()
         .strip_prefix("listening ")
-        .context("backend did not report its address")?
+        .with_context(|| format!("the {kind} did not report its address"))?
         .parse()?;
     Ok(Target {
-        name: "backend".into(),
+        name: kind.into(),
         addr,
         child: Some(child),
     })
@@ -178,6 +184,9 @@ pub enum Chain {
     LocalLimit,
     /// The same limit shared through the redis-server on this port.
     RedisLimit(u16),
+    /// The `ext-authz` example asking the authorization service at this address, its decisions
+    /// cached (`true`: one state lookup per call) or not (one callout per call).
+    ExtAuthz(SocketAddr, bool),
 }
 
 /// A redis-server without persistence on a free loopback port; stopped when dropped.
@@ -231,6 +240,8 @@ pub fn synapsor(
         Chain::PiiRedact => "synapsor+pii-redact",
         Chain::LocalLimit => "synapsor+limit",
         Chain::RedisLimit(_) => "synapsor+redis-limit",
+        Chain::ExtAuthz(_, true) => "synapsor+ext-authz",
+        Chain::ExtAuthz(_, false) => "synapsor+ext-authz-nocache",
     };
     let cfg = dir.join(format!("{name}.yaml"));
     let interceptors = match chain {
@@ -261,9 +272,18 @@ pub fn synapsor(
             "    interceptors:\n      - rate_limit: { rate: 100000000, per: 1s, key: peer_ip }\n"
                 .to_string()
         }
+        Chain::ExtAuthz(_, cached) => format!(
+            "    interceptors:\n      - wasm: {{ name: authz, path: \"{}\", max_instances: 128, callouts: {{ groups: [authz] }}, config: {{ cache_ttl_ms: {} }} }}\n",
+            plugin("ext_authz")?.display(),
+            if cached { 600_000 } else { 0 },
+        ),
         Chain::RedisLimit(port) => format!(
             "    interceptors:\n      - rate_limit: {{ rate: 100000000, per: 1s, key: peer_ip, on_backend_error: deny, backend: {{ redis: \"redis://127.0.0.1:{port}/0\" }} }}\n"
         ),
+    };
+    let authz = match chain {
+        Chain::ExtAuthz(a, _) => format!("  - name: authz\n    endpoints: [ \"{a}\" ]\n"),
+        _ => String::new(),
     };
     std::fs::write(
         &cfg,
@@ -271,7 +291,7 @@ pub fn synapsor(
             "runtime: {{ workers: {workers} }}\n\
              admin: {{ listen: {admin} }}\n\
              listeners:\n  - name: bench\n    listen: {addr}\n    upstream: echo\n{interceptors}\
-             upstreams:\n  - name: echo\n    endpoints: [ \"{backend}\" ]\n    request_timeout: 0\n"
+             upstreams:\n  - name: echo\n    endpoints: [ \"{backend}\" ]\n    request_timeout: 0\n{authz}"
         ),
     )?;
     let mut cmd = Command::new(bin);
