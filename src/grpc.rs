@@ -133,6 +133,17 @@ pub fn put_status(headers: &mut HeaderMap, code: Code, message: &str) {
     }
 }
 
+/// `v` as an HTTP/2 field value, or `None` when it cannot be one: a control character (tab
+/// aside), or whitespace at either end (RFC 9113 §8.2.1; a peer that checks — Rust's
+/// h2 — fails the whole stream with PROTOCOL_ERROR). For values the gateway puts on a call from
+/// outside input (a token's claims, a plugin's answer, the config).
+pub fn field_value(v: &str) -> Option<HeaderValue> {
+    if v.starts_with([' ', '\t']) || v.ends_with([' ', '\t']) {
+        return None;
+    }
+    HeaderValue::from_str(v).ok()
+}
+
 /// `message` percent-encoded for `grpc-message`, with no space at either end.
 fn encode_message(message: &str) -> String {
     let encoded = percent_encode(message.as_bytes(), MESSAGE_ESCAPE).to_string();
@@ -338,6 +349,16 @@ mod tests {
         ] {
             h.insert(CONTENT_TYPE, HeaderValue::from_static(v));
             assert_eq!(is_grpc_content_type(&h), ok, "{v}");
+        }
+    }
+
+    #[test]
+    fn field_values_never_start_or_end_with_whitespace() {
+        for bad in [" a", "a ", "\ta", "a\t", " ", "a\nb", "a\u{7f}"] {
+            assert!(field_value(bad).is_none(), "{bad:?}");
+        }
+        for good in ["", "a", "a b", "Bearer x.y.z"] {
+            assert_eq!(field_value(good).unwrap(), good);
         }
     }
 

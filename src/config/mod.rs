@@ -16,6 +16,7 @@ mod outlier;
 mod plugin;
 mod plugin_io;
 mod seed;
+mod size;
 mod stage;
 mod tls;
 mod validate;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration::Dur;
-use super::plugin::ByteSize;
+use super::size::ByteSize;
 
 /// `callouts`: the upstream groups a plugin may call, and the bounds on its calls.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -270,19 +270,37 @@ fn callouts_and_state_are_checked_with_their_field_and_line() {
         panic!("a wasm stage")
     };
     let c = w.callouts.as_ref().unwrap();
-    assert_eq!((c.timeout, c.max_in_flight, c.max_per_hook), (Dur::millis(200), 256, 4));
+    assert_eq!(
+        (c.timeout, c.max_in_flight, c.max_per_hook),
+        (Dur::millis(200), 256, 4)
+    );
     assert_eq!(w.state.max_value_size.0, 64 << 10);
     assert_eq!(w.state.on_redis_error, OnRedisError::Local);
 
     let e = err(&with_plugin("          callouts: { groups: [u, authz] }"));
-    assert_eq!(e.field, "listeners[0].interceptors[0].wasm.callouts.groups[1]");
+    assert_eq!(
+        e.field,
+        "listeners[0].interceptors[0].wasm.callouts.groups[1]"
+    );
     assert!(e.message.contains("no upstream is named \"authz\""), "{e}");
     assert_eq!(e.location.unwrap().0, 9, "{e}");
-    let e = err(&with_plugin("          callouts: { groups: [u], max_per_hook: 0 }"));
-    assert_eq!(e.field, "listeners[0].interceptors[0].wasm.callouts.max_per_hook");
-    let e = err(&with_plugin("          state: { max_value_size: 32MiB, max_bytes: 64MiB }"));
-    assert_eq!(e.field, "listeners[0].interceptors[0].wasm.state.max_value_size");
-    let e = err(&with_plugin("          state: { redis: { url: \"http://x\" } }"));
+    let e = err(&with_plugin(
+        "          callouts: { groups: [u], max_per_hook: 0 }",
+    ));
+    assert_eq!(
+        e.field,
+        "listeners[0].interceptors[0].wasm.callouts.max_per_hook"
+    );
+    let e = err(&with_plugin(
+        "          state: { max_value_size: 32MiB, max_bytes: 64MiB }",
+    ));
+    assert_eq!(
+        e.field,
+        "listeners[0].interceptors[0].wasm.state.max_value_size"
+    );
+    let e = err(&with_plugin(
+        "          state: { redis: { url: \"http://x\" } }",
+    ));
     assert_eq!(e.field, "listeners[0].interceptors[0].wasm.state.redis.url");
     let e = err(&with_plugin("          state: { on_redis_error: allow }"));
     assert!(e.message.contains("unknown variant `allow`"), "{e}");

@@ -345,10 +345,10 @@ pub fn validate_keys(keys: &[super::auth::ApiKeyEntry]) -> Result<(), (String, S
         if http::HeaderValue::from_str(&e.key).is_err() {
             return Err((format!("[{k}].key"), "must be printable ASCII".into()));
         }
-        if e.principal.is_empty() || http::HeaderValue::from_str(&e.principal).is_err() {
+        if e.principal.is_empty() || crate::grpc::field_value(&e.principal).is_none() {
             return Err((
                 format!("[{k}].principal"),
-                "must be non-empty printable ASCII".into(),
+                "must be non-empty printable ASCII, without spaces at either end".into(),
             ));
         }
         for (m, p) in e.methods.iter().enumerate() {

@@ -176,12 +176,11 @@ fn value(n: &str, v: &str) -> Result<HeaderValue, String> {
         return Err(format!("value of {n:?} is {} bytes", v.len()));
     }
     if v.starts_with([' ', '\t']) || v.ends_with([' ', '\t']) {
-        // RFC 9113 §8.2.1: peers that check fail the whole stream with PROTOCOL_ERROR.
         return Err(format!(
             "value of {n:?} starts or ends with whitespace, which HTTP/2 forbids"
         ));
     }
-    HeaderValue::from_str(v).map_err(|_| format!("value of {n:?} is not a legal header value"))
+    grpc::field_value(v).ok_or_else(|| format!("value of {n:?} is not a legal header value"))
 }
 
 /// Checks a plugin's header operations.

@@ -85,6 +85,11 @@ impl PluginShared {
         Some(self.log_dropped.swap(0, Ordering::Relaxed))
     }
 
+    /// Whether its host functions can wait (it has callouts, or its state is in Redis).
+    pub fn can_wait(&self) -> bool {
+        self.callouts.is_some() || self.state.backend() != "local"
+    }
+
     fn counter_add(&self, key: String, delta: i64) -> i64 {
         if key.len() > MAX_COUNTER_KEY {
             return 0;
@@ -114,7 +119,14 @@ pub struct HostState {
     pub(super) call: Option<Arc<CallCtx>>,
     /// Callouts the running hook call made so far (bounded by `callouts.max_per_hook`).
     pub(super) callouts_made: u32,
+    /// Raised while a host function of the running hook call waits (see [`HostWait`]).
+    pub(super) host_wait: Option<HostWait>,
 }
+
+/// Raised while a hook call waits in a host function (a callout, a Redis round trip) rather
+/// than runs guest code: such a call stays on its worker instead of moving to the plugin threads
+/// (see `offload.rs`).
+pub type HostWait = Arc<std::sync::atomic::AtomicBool>;
 
 /// Caps linear memory; remembers a refused growth so the failure is reported as `memory`.
 pub(super) struct Limiter {

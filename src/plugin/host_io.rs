@@ -2,6 +2,7 @@
 //! an upstream, for Redis): the guest's fiber is suspended meanwhile and the wait is taken out
 //! of the hook's CPU budget ([`super::budget::Budget::resume`]).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::bindings::{v2, CalloutError, CalloutRequest, CalloutResponse, StateError};
@@ -13,10 +14,20 @@ use v2::synapsor::plugin::{callout, state};
 impl HostState {
     /// Runs `op` on the plugin's store, the wait kept out of the hook's budget.
     async fn state_op(&mut self, op: Op<'_>) -> Result<Answer, StateError> {
-        let since = self.budget.pause();
+        let since = self.waiting(true);
         let r = self.shared.state.run(op).await;
+        self.waiting(false);
         self.budget.resume(since);
         r.map_err(Into::into)
+    }
+
+    /// Raises (or lowers) the hook call's "waiting for the host" flag; returns when the wait
+    /// started, for [`super::budget::Budget::resume`].
+    fn waiting(&mut self, waiting: bool) -> std::time::Instant {
+        if let Some(w) = &self.host_wait {
+            w.store(waiting, Ordering::Relaxed);
+        }
+        self.budget.pause()
     }
 }
 
@@ -48,13 +59,14 @@ impl callout::Host for HostState {
         self.callouts_made += 1;
         let worker = call.worker.unwrap_or(0);
         let shared = self.shared.clone();
-        let since = self.budget.pause();
+        let since = self.waiting(true);
         let r = shared
             .callouts
             .as_ref()
             .expect("checked above")
             .call(worker, request)
             .await;
+        self.waiting(false);
         self.budget.resume(since);
         r
     }

@@ -13,7 +13,7 @@ use super::bindings::{
     Hooks, Message, MessageAction, RequestAction, RequestInfo, ResponseAction, ResponseInfo,
 };
 use super::compat::{Direction, Guest, Pre};
-use super::host::{CallCtx, HostState, Limiter, PluginShared};
+use super::host::{CallCtx, HostState, HostWait, Limiter, PluginShared};
 use super::Failure;
 
 use super::budget::Budget;
@@ -123,6 +123,7 @@ impl Version {
                 .then(|| (WasiCtx::builder().build(), ResourceTable::new())),
             call: None,
             callouts_made: 0,
+            host_wait: None,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -183,7 +184,9 @@ impl Version {
     /// Returns a healthy instance to the pool (unless it has served `recycle_after` calls).
     pub fn release(&self, mut lease: Lease) {
         lease.instance.calls += 1;
-        lease.instance.store.data_mut().call = None;
+        let data = lease.instance.store.data_mut();
+        data.call = None;
+        data.host_wait = None;
         if lease.instance.calls >= self.recycle_after {
             return;
         }
@@ -200,8 +203,9 @@ impl Version {
         info: RequestInfo,
     ) -> Result<RequestAction, Failure> {
         let this = self.clone();
-        super::offload::run(async move {
-            let mut lease = this.armed_lease(ctx).await?;
+        let wait = self.host_wait();
+        super::offload::run(wait.clone(), async move {
+            let mut lease = this.armed_lease(ctx, wait).await?;
             let i = &mut lease.instance;
             let r = i.guest.on_request(&mut i.store, info).await;
             this.settle(lease, r, "on-request")
@@ -216,8 +220,9 @@ impl Version {
         info: ResponseInfo,
     ) -> Result<ResponseAction, Failure> {
         let this = self.clone();
-        super::offload::run(async move {
-            let mut lease = this.armed_lease(ctx).await?;
+        let wait = self.host_wait();
+        super::offload::run(wait.clone(), async move {
+            let mut lease = this.armed_lease(ctx, wait).await?;
             let i = &mut lease.instance;
             let r = i.guest.on_response(&mut i.store, info).await;
             this.settle(lease, r, "on-response")
@@ -237,8 +242,9 @@ impl Version {
             Direction::Request => "on-request-message",
             Direction::Response => "on-response-message",
         };
-        super::offload::run(async move {
-            let mut lease = this.armed_lease(ctx).await?;
+        let wait = self.host_wait();
+        super::offload::run(wait.clone(), async move {
+            let mut lease = this.armed_lease(ctx, wait).await?;
             let i = &mut lease.instance;
             let r = i.guest.on_message(&mut i.store, dir, &message).await;
             this.settle(lease, r, during)
@@ -246,12 +252,25 @@ impl Version {
         .await
     }
 
-    /// An instance with the deadline of one call set, and the call's properties.
-    async fn armed_lease(&self, ctx: Arc<CallCtx>) -> Result<Lease, Failure> {
+    /// An instance with the deadline of one call set, the call's properties, and the flag its
+    /// host functions raise while they wait.
+    async fn armed_lease(
+        &self,
+        ctx: Arc<CallCtx>,
+        wait: Option<HostWait>,
+    ) -> Result<Lease, Failure> {
         let mut lease = self.lease().await?;
         lease.instance.arm(self.limits.timeout);
-        lease.instance.store.data_mut().call = Some(ctx);
+        let data = lease.instance.store.data_mut();
+        data.call = Some(ctx);
+        data.host_wait = wait;
         Ok(lease)
+    }
+
+    /// A hook call's "waiting for the host" flag, for a plugin whose host functions can wait (it
+    /// has callouts, or its state is in Redis); `None` (nothing allocated) for any other.
+    fn host_wait(&self) -> Option<HostWait> {
+        self.shared.can_wait().then(HostWait::default)
     }
 
     /// After a hook call: the instance goes back to the pool, or is dropped with the failure.

@@ -14,9 +14,11 @@
 //! core.
 
 use std::future::{poll_fn, Future};
+use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::task::Poll;
 
+use super::host::HostWait;
 use super::Failure;
 
 static MOVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -58,15 +60,24 @@ fn lower_priority() {
     }
 }
 
-/// Runs a hook call: polled here once, and moved to the plugin threads if that did not finish
-/// it. Dropping the returned future (the client went away) stops the call wherever it runs.
-pub async fn run<F, T>(call: F) -> Result<T, Failure>
+/// Runs a hook call: polled here, and moved to the plugin threads once it is pending for any
+/// reason but a wait in a host function (`host_wait` raised: a callout or a Redis round trip,
+/// during which no guest code runs — moving it would only add two thread hops per wait).
+/// Dropping the returned future (the client went away) stops the call wherever it runs.
+pub async fn run<F, T>(host_wait: Option<HostWait>, call: F) -> Result<T, Failure>
 where
     F: Future<Output = Result<T, Failure>> + Send + 'static,
     T: Send + 'static,
 {
     let mut call = Box::pin(call);
-    if let Poll::Ready(out) = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+    let waits = |w: &Option<HostWait>| w.as_ref().is_some_and(|w| w.load(Ordering::Relaxed));
+    let here = poll_fn(|cx| match call.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending if waits(&host_wait) => Poll::Pending,
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    if let Some(out) = here {
         return out;
     }
     MOVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -7,7 +7,13 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 
-use super::{BoxError, Request, Response};
+use super::body::Body;
+use crate::error::BoxError;
+
+/// `stack::Request` and `stack::Response`, named here without importing `stack/mod.rs` (which
+/// re-exports this file).
+type Request = http::Request<Body>;
+type Response = http::Response<Body>;
 
 thread_local! {
     static WORKER: Cell<Option<usize>> = const { Cell::new(None) };

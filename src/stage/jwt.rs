@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -206,14 +206,15 @@ impl JwtLayer {
         for (claim, header) in &s.claims_to_headers {
             req.headers_mut().remove(header);
             if let Some(v) = claims.get(claim) {
-                if let Ok(v) = HeaderValue::from_str(&as_text(v)) {
+                // A claim that cannot travel as an HTTP/2 value is left out.
+                if let Some(v) = crate::grpc::field_value(&as_text(v)) {
                     req.headers_mut().insert(header.clone(), v);
                 }
             }
         }
         req.headers_mut().remove(&s.principal_header);
         if let Some(p) = claims.get(&s.principal_claim).map(as_text) {
-            if let Ok(v) = HeaderValue::from_str(&p) {
+            if let Some(v) = crate::grpc::field_value(&p) {
                 req.headers_mut().insert(s.principal_header.clone(), v);
             }
             if let Some(slot) = req.extensions().get::<PrincipalSlot>() {

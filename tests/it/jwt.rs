@@ -83,6 +83,15 @@ async fn hs256_tokens_are_checked_and_claims_forwarded() {
         None,
         "the token is not forwarded"
     );
+    // A claim that cannot travel as an HTTP/2 value (RFC 9113 §8.2.1: no whitespace at either
+    // end) is left out; forwarded, it would make the upstream fail the stream.
+    let mut padded = claims(600, "synapsor");
+    padded["tenant"] = json!(" gold ");
+    c.unary(bearer(&sign(Algorithm::HS256, &key, &padded, None)))
+        .await
+        .expect("a good token with a padded claim");
+    assert_eq!(seen(&b, "x-tenant"), None);
+    assert_eq!(seen(&b, "x-principal").as_deref(), Some("alice"));
     let refused = |token: String, why: &'static str| {
         let mut c = c.clone();
         async move {
@@ -128,7 +137,7 @@ async fn hs256_tokens_are_checked_and_claims_forwarded() {
     );
     assert_eq!(
         b.observed.calls(),
-        1,
+        2,
         "refused calls never reached the upstream"
     );
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Bounds, StateError};
+use super::types::{Bounds, StateError};
 
 /// The bytes an entry is charged beyond its key and value (the map's own bookkeeping).
 pub const ENTRY_OVERHEAD: usize = 64;

@@ -5,70 +5,16 @@
 
 pub mod local;
 pub mod redis;
+mod types;
+
+pub use types::{Answer, Bounds, Op, StateError, MAX_KEY};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::bindings::StateError as WitError;
 use crate::config::{OnRedisError, StateConfig};
 use local::LocalStore;
 use redis::RedisState;
-
-/// The longest key.
-pub const MAX_KEY: usize = 256;
-
-/// Why an operation was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StateError {
-    /// The key or value is over its bound.
-    TooLarge(String),
-    /// The store is full.
-    Full,
-    /// Redis could not be asked (`on_redis_error: fail`).
-    Unavailable(String),
-}
-
-impl From<StateError> for WitError {
-    fn from(e: StateError) -> WitError {
-        match e {
-            StateError::TooLarge(m) => WitError::TooLarge(m),
-            StateError::Full => WitError::Full,
-            StateError::Unavailable(m) => WitError::Unavailable(m),
-        }
-    }
-}
-
-/// The bounds of a store.
-#[derive(Clone, Copy, Debug)]
-pub struct Bounds {
-    /// Keys held at most.
-    pub max_entries: u64,
-    /// Bytes of keys, values and per-entry overhead at most.
-    pub max_bytes: usize,
-    /// The largest value.
-    pub max_value: usize,
-}
-
-impl Bounds {
-    /// Checks a key and (when there is one) a value against the bounds.
-    pub fn check(&self, key: &str, value: Option<&[u8]>) -> Result<(), StateError> {
-        if key.len() > MAX_KEY {
-            return Err(StateError::TooLarge(format!(
-                "a key of {} bytes (at most {MAX_KEY})",
-                key.len()
-            )));
-        }
-        match value {
-            Some(v) if v.len() > self.max_value => Err(StateError::TooLarge(format!(
-                "a value of {} bytes (state.max_value_size is {})",
-                v.len(),
-                self.max_value
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
 
 /// Counts for `/metrics`.
 #[derive(Default)]
@@ -86,34 +32,6 @@ pub struct State {
     on_redis_error: OnRedisError,
     /// Its counts.
     pub stats: StateStats,
-}
-
-/// One operation.
-pub enum Op<'a> {
-    /// `get`.
-    Get(&'a str),
-    /// `set`.
-    Set(&'a str, &'a [u8], Option<Duration>),
-    /// `delete`.
-    Delete(&'a str),
-    /// `compare-and-swap`.
-    Cas(
-        &'a str,
-        Option<&'a [u8]>,
-        Option<&'a [u8]>,
-        Option<Duration>,
-    ),
-}
-
-/// What an operation answers.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// A value, or none.
-    Value(Option<Vec<u8>>),
-    /// Done (`set`).
-    Done,
-    /// Whether it happened (`delete`, `compare-and-swap`).
-    Flag(bool),
 }
 
 impl State {

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 
 use redis::AsyncCommands;
 
-use super::{Answer, Bounds, Op, StateError};
+use super::types::{Answer, Bounds, Op, StateError};
 use crate::config::StateRedis;
 use crate::redis_store::RedisStore;
 

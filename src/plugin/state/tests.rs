@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::local::{LocalStore, ENTRY_OVERHEAD, SWEEP_EVERY};
-use super::{Bounds, StateError};
+use super::types::{Bounds, StateError};
 
 fn store(max_entries: u64, max_bytes: usize) -> LocalStore {
     LocalStore::new(Bounds {
