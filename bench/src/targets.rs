@@ -273,7 +273,7 @@ pub fn synapsor(
                 .to_string()
         }
         Chain::ExtAuthz(_, cached) => format!(
-            "    interceptors:\n      - wasm: {{ name: authz, path: \"{}\", max_instances: 128, callouts: {{ groups: [authz] }}, config: {{ cache_ttl_ms: {} }} }}\n",
+            "    interceptors:\n      - wasm: {{ name: authz, path: \"{}\", max_instances: 128, on_response: false, callouts: {{ groups: [authz] }}, config: {{ cache_ttl_ms: {} }} }}\n",
             plugin("ext_authz")?.display(),
             if cached { 600_000 } else { 0 },
         ),
