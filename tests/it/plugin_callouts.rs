@@ -15,19 +15,7 @@ use tonic::Code;
 /// A config with listener `l` (its stages `stages`) before group `u` (the echo backend), and
 /// the extra upstream groups `groups` (name, endpoint).
 pub fn config(backend: &Backend, stages: &str, groups: &[(&str, String)]) -> String {
-    let mut out = format!(
-        "admin: {{ listen: 127.0.0.1:0 }}
-listeners:
-  - name: l
-    listen: 127.0.0.1:0
-    upstream: u
-    interceptors:
-{stages}
-upstreams:
-  - {{ name: u, endpoints: [ \"{}\" ] }}
-",
-        backend.addr
-    );
+    let mut out = support::staged_config(&backend.addr.to_string(), stages);
     for (name, ep) in groups {
         out.push_str(&format!(
             "  - {{ name: {name}, endpoints: [ \"{ep}\" ] }}\n"

@@ -3,14 +3,12 @@
 //! bounded, fail only their own calls (ABORTED with what the plugin saw, from
 //! `plugins/testing/misbehave`), and leave other calls flowing and the gateway's memory bounded.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::plugin_callouts::config;
 use crate::support;
 
-use support::{gateway, http_get, plugin, TestGateway};
+use support::{gateway, http_get, plugin, while_flowing};
 use synapsor_testkit::{Backend, EchoRequest};
 use tonic::{Code, Request};
 
@@ -33,31 +31,6 @@ async fn misbehave(addr: std::net::SocketAddr, mode: &str, md: &[(&'static str, 
     let st = c.unary(r).await.expect_err("the plugin ends the call");
     assert_eq!(st.code(), Code::Aborted, "{mode}: {st:?}");
     st.message().to_string()
-}
-
-/// Runs `f` while plain calls flow on their own connection; every plain call must succeed.
-async fn while_flowing<F: std::future::Future<Output = ()>>(gw: &TestGateway, f: F) -> u64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let mut c = gw.client().await;
-    let bg = {
-        let (stop, ok) = (stop.clone(), ok.clone());
-        tokio::spawn(async move {
-            for _ in 0..100_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                c.unary(EchoRequest::default())
-                    .await
-                    .expect("a plain call failed while the plugin misbehaved");
-                ok.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    f.await;
-    stop.store(true, Ordering::Relaxed);
-    bg.await.unwrap();
-    ok.load(Ordering::Relaxed)
 }
 
 /// An HTTP/2 server that takes every stream and never answers (it lets go after 10 s).

@@ -5,11 +5,11 @@
 
 use crate::support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{gateway, plugin};
+use support::{gateway, plugin, while_flowing};
 use synapsor_testkit::{Backend, EchoRequest};
 use tonic::{Code, Request};
 
@@ -35,36 +35,6 @@ fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// Good calls on their own connection while `f` runs; returns how many succeeded, and fails
-/// the test if any did not.
-async fn while_flowing<F: std::future::Future<Output = ()>>(
-    gw: &support::TestGateway,
-    f: F,
-) -> u64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let mut c = gw.client().await;
-    let bg = {
-        let (stop, ok) = (stop.clone(), ok.clone());
-        tokio::spawn(async move {
-            // Bounded: at most 100k calls or until told to stop.
-            for _ in 0..100_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                c.unary(EchoRequest::default())
-                    .await
-                    .expect("a well-behaved call failed while the plugin misbehaved");
-                ok.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    f.await;
-    stop.store(true, Ordering::Relaxed);
-    bg.await.unwrap();
-    ok.load(Ordering::Relaxed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

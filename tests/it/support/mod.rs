@@ -291,3 +291,30 @@ pub async fn refuser() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU
     })
     .await
 }
+
+/// Good calls on their own connection while `f` runs; returns how many succeeded, and fails
+/// the test if any did not.
+pub async fn while_flowing<F: std::future::Future<Output = ()>>(gw: &TestGateway, f: F) -> u64 {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut c = gw.client().await;
+    let bg = {
+        let (stop, ok) = (stop.clone(), ok.clone());
+        tokio::spawn(async move {
+            // Bounded: at most 100k calls or until told to stop.
+            for _ in 0..100_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                c.unary(synapsor_testkit::EchoRequest::default())
+                    .await
+                    .expect("a well-behaved call failed while the plugin misbehaved");
+                ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    f.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    bg.await.unwrap();
+    ok.load(std::sync::atomic::Ordering::Relaxed)
+}
