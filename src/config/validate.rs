@@ -216,16 +216,7 @@ fn validate_plugins(cfg: &Config) -> Result<(), (String, String)> {
                             format!("another plugin is already named {:?}", w.name),
                         ));
                     }
-                    let groups = w.callouts.iter().flat_map(|c| c.groups.iter());
-                    for (g, name) in groups.enumerate() {
-                        if !cfg.upstreams.iter().any(|u| &u.name == name) {
-                            let names = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
-                            return Err((
-                                field(&format!("callouts.groups[{g}]")),
-                                unknown_upstream(name, &names),
-                            ));
-                        }
-                    }
+                    callout_groups(cfg, w).map_err(|(f, m)| (field(&f), m))?;
                     total += w.max_instances;
                     if total > super::MAX_TOTAL_INSTANCES {
                         return Err((
@@ -238,6 +229,21 @@ fn validate_plugins(cfg: &Config) -> Result<(), (String, String)> {
                     }
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Every group a plugin may call out to is an upstream of the config.
+fn callout_groups(cfg: &Config, w: &super::WasmConfig) -> Result<(), (String, String)> {
+    let groups = w.callouts.iter().flat_map(|c| c.groups.iter());
+    for (g, name) in groups.enumerate() {
+        if !cfg.upstreams.iter().any(|u| &u.name == name) {
+            let names = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+            return Err((
+                format!("callouts.groups[{g}]"),
+                unknown_upstream(name, &names),
+            ));
         }
     }
     Ok(())

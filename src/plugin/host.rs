@@ -175,6 +175,8 @@ pub struct CallCtx {
     pub started: Instant,
     /// The worker the call came on (whose pools its callouts use); `None` off the workers.
     pub worker: Option<usize>,
+    /// The call's deadline (`grpc-timeout`), which also bounds its callouts.
+    pub deadline: Option<Instant>,
     /// The upstream group and endpoint serving it, once known (response side).
     pub served: std::sync::OnceLock<(Arc<str>, Option<Arc<str>>)>,
 }
@@ -186,8 +188,15 @@ impl CallCtx {
             inbound,
             started: Instant::now(),
             worker: crate::stack::worker(),
+            deadline: None,
             served: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The same, with the deadline `ms` milliseconds from when it reached the stage.
+    pub fn with_deadline(mut self, ms: Option<u64>) -> CallCtx {
+        self.deadline = ms.map(|ms| self.started + std::time::Duration::from_millis(ms));
+        self
     }
 
     fn properties(&self) -> CallProperties {

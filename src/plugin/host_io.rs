@@ -3,7 +3,7 @@
 //! of the hook's CPU budget ([`super::budget::Budget::resume`]).
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::bindings::{v2, CalloutError, CalloutRequest, CalloutResponse, StateError};
 use super::host::HostState;
@@ -58,13 +58,16 @@ impl callout::Host for HostState {
         }
         self.callouts_made += 1;
         let worker = call.worker.unwrap_or(0);
+        let left = call
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
         let shared = self.shared.clone();
         let since = self.waiting(true);
         let r = shared
             .callouts
             .as_ref()
             .expect("checked above")
-            .call(worker, request)
+            .call(worker, request, left)
             .await;
         self.waiting(false);
         self.budget.resume(since);

@@ -101,10 +101,9 @@ where
 {
     let version = plugin.current.load_full();
     let call_id = convert::next_call_id();
-    let ctx = Arc::new(CallCtx::new(
-        req.extensions().get::<Arc<Inbound>>().cloned(),
-    ));
     let info = convert::request_info(&req, call_id);
+    let inbound = req.extensions().get::<Arc<Inbound>>().cloned();
+    let ctx = Arc::new(CallCtx::new(inbound).with_deadline(info.deadline_ms));
     let started = Instant::now();
     let method = info.method.clone();
     let answer = version.on_request(ctx.clone(), info).await;

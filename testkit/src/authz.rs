@@ -73,6 +73,7 @@ struct Shared {
     lifetime_ms: AtomicU64,
     slow_ms: u64,
     last_check: Mutex<Option<CheckRequest>>,
+    last_timeout: Mutex<Option<String>>,
     last_audience: Mutex<Option<String>>,
 }
 
@@ -133,6 +134,11 @@ impl AuthzServer {
     /// The most recent `CheckRequest` received (counted or not yet answered).
     pub fn last_check(&self) -> Option<CheckRequest> {
         self.shared.last_check.lock().unwrap().clone()
+    }
+
+    /// The `grpc-timeout` the most recent `Check` call carried, as sent (`250000u`, say).
+    pub fn last_timeout(&self) -> Option<String> {
+        self.shared.last_timeout.lock().unwrap().clone()
     }
 
     /// The audience of the most recent `IssueRequest`.
@@ -252,6 +258,12 @@ fn decide(token: Option<&str>, method: &str) -> Result<CheckResponse, Status> {
 impl Authz for Handlers {
     async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
         let token = credential(&req).as_deref().and_then(bearer);
+        let timeout = req
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        *self.0.last_timeout.lock().unwrap() = timeout;
         let body = req.into_inner();
         *self.0.last_check.lock().unwrap() = Some(body.clone());
         if token.as_deref().is_some_and(|t| t.starts_with("slow")) {

@@ -102,6 +102,22 @@ async fn callouts_reach_a_real_service_through_the_pool_and_fail_with_typed_erro
         "the plugin's 200 ms, not the hook's CPU timeout nor the service's 3 s: {waited:?}"
     );
 
+    // The callout carries the shortest of callouts.timeout (1 s), the plugin's wish and what is
+    // left of the client's own deadline.
+    let mut req = tonic::Request::new(EchoRequest::default());
+    for (k, v) in callout("authz", "Bearer allow-deadline") {
+        req.metadata_mut().insert(k, v.parse().unwrap());
+    }
+    req.set_timeout(Duration::from_millis(300));
+    let st = c.unary(req).await.unwrap_err();
+    assert!(st.message().starts_with("ok:"), "{st:?}");
+    let sent = authz.last_timeout().expect("grpc-timeout sent");
+    let micros: u64 = sent.trim_end_matches('u').parse().unwrap_or(u64::MAX);
+    assert!(
+        micros <= 300_000,
+        "the client's 300 ms bound the callout: {sent}"
+    );
+
     let down = result(&mut c, &callout("down", "Bearer allow-1")).await;
     assert!(down.starts_with("err:unavailable"), "{down}");
 
@@ -128,13 +144,14 @@ async fn callouts_reach_a_real_service_through_the_pool_and_fail_with_typed_erro
         ("", "not_allowed"),
     ] {
         let line = format!(
-            "synapsor_plugin_callouts_total{{plugin=\"probe\",target=\"{target}\",result=\"{result}\"}} 1"
+            "synapsor_plugin_callouts_total{{plugin=\"probe\",target=\"{target}\",result=\"{result}\"}} {}",
+            if result == "ok" { 2 } else { 1 }
         );
         assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
     assert!(
         metrics
-            .contains("synapsor_plugin_callout_seconds_count{plugin=\"probe\",target=\"authz\"} 3"),
+            .contains("synapsor_plugin_callout_seconds_count{plugin=\"probe\",target=\"authz\"} 4"),
         "sent calls are timed:\n{metrics}"
     );
 }

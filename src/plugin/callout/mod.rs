@@ -80,11 +80,14 @@ impl Callouts {
         all
     }
 
-    /// Makes the call `req` through worker `worker`'s pools and waits for its whole answer.
+    /// Makes the call `req` through worker `worker`'s pools and waits for its whole answer, at
+    /// most `callouts.timeout`, what the plugin asked, and `left` (what remains of the client's
+    /// deadline: the callout cannot outlive the call it is for).
     pub async fn call(
         &self,
         worker: usize,
         req: CalloutRequest,
+        left: Option<Duration>,
     ) -> Result<CalloutResponse, CalloutError> {
         let Some((callee, stats)) = self.targets.get(&req.group) else {
             self.refused.count(Outcome::NotAllowed, None);
@@ -102,7 +105,12 @@ impl Callouts {
         let timeout = req
             .timeout_ms
             .map_or(self.timeout, |ms| Duration::from_millis(ms.into()))
-            .min(self.timeout);
+            .min(self.timeout)
+            .min(left.unwrap_or(Duration::MAX));
+        if timeout.is_zero() {
+            stats.count(Outcome::Timeout, None);
+            return Err(CalloutError::Timeout);
+        }
         let request = match self.request(req, timeout) {
             Ok(r) => r,
             Err(e) => {
