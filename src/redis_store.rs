@@ -83,6 +83,8 @@ pub struct RedisStore {
     next: AtomicUsize,
     timeout: Duration,
     down_until: AtomicU64,
+    /// Since the last failure to reach it, until it answers again (for the log).
+    failing: std::sync::atomic::AtomicBool,
     ok: AtomicU64,
     errors: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
@@ -102,6 +104,7 @@ impl RedisStore {
             next: AtomicUsize::new(0),
             timeout,
             down_until: AtomicU64::new(0),
+            failing: std::sync::atomic::AtomicBool::new(false),
             ok: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             buckets: Default::default(),
@@ -147,20 +150,45 @@ impl RedisStore {
         };
         let conn = conns[self.next.fetch_add(1, Ordering::Relaxed) % conns.len()].clone();
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, request(conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("redis {}: {e}", self.shown)),
-            Err(_) => Err(format!(
-                "redis {} did not answer within {:?}",
-                self.shown, self.timeout
-            )),
+        // Only a failure to reach Redis (not an error it answered, such as a bad argument)
+        // pauses the store.
+        let (result, unreachable) = match tokio::time::timeout(self.timeout, request(conn)).await {
+            Ok(Ok(v)) => (Ok(v), false),
+            Ok(Err(e)) => {
+                let unreachable = e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal();
+                (Err(format!("redis {}: {e}", self.shown)), unreachable)
+            }
+            Err(_) => (
+                Err(format!(
+                    "redis {} did not answer within {:?}",
+                    self.shown, self.timeout
+                )),
+                true,
+            ),
         };
         self.observe(started.elapsed(), result.is_ok());
-        if result.is_err() {
-            self.down_until
-                .store(clock::now_ms() + RETRY_AFTER_MS, Ordering::Relaxed);
-        }
+        self.reachable(!unreachable, result.as_ref().err());
         result
+    }
+
+    /// Notes whether Redis was reached: after a failure to reach it, it is not asked for
+    /// [`RETRY_AFTER_MS`]; the first failure and the first success after failures are logged.
+    fn reachable(&self, reached: bool, error: Option<&String>) {
+        if reached {
+            if self.failing.swap(false, Ordering::Relaxed) {
+                tracing::info!(redis = %self.shown, "redis answers again");
+            }
+            return;
+        }
+        self.down_until
+            .store(clock::now_ms() + RETRY_AFTER_MS, Ordering::Relaxed);
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(redis = %self.shown, error = error.map_or("", String::as_str),
+                "redis cannot be reached; shared rate limits use on_backend_error and plugin state on_redis_error, asking again every {RETRY_AFTER_MS} ms");
+        }
     }
 
     fn observe(&self, d: Duration, ok: bool) {

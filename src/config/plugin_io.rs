@@ -193,8 +193,15 @@ impl StateRedis {
         if self.pool_size == 0 || self.pool_size > 16 {
             return bad("pool_size", "must be from 1 to 16");
         }
-        if self.key_prefix.as_ref().is_some_and(|p| p.len() > 256) {
-            return bad("key_prefix", "must be at most 256 bytes");
+        if self
+            .key_prefix
+            .as_ref()
+            .is_some_and(|p| p.is_empty() || p.len() > 256)
+        {
+            return bad(
+                "key_prefix",
+                "must be 1 to 256 bytes (leave it out for synapsor:state:PLUGIN:)",
+            );
         }
         Ok(())
     }

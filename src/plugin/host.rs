@@ -227,6 +227,17 @@ impl v2::synapsor::plugin::types::Host for HostState {}
 
 impl v2::synapsor::plugin::host::Host for HostState {
     fn log(&mut self, level: Level, mut message: String) {
+        // A line the log level would not show neither costs nor counts against the budget.
+        let shown = match level {
+            Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        };
+        if !shown {
+            return;
+        }
         let Some(dropped) = self.shared.log_budget() else {
             return;
         };

@@ -31,8 +31,12 @@ impl HostState {
     }
 }
 
+/// The longest time to live a value gets (a longer one is taken as this): the same for both
+/// stores, and within what Redis accepts.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn ttl(ms: Option<u64>) -> Option<Duration> {
-    ms.map(Duration::from_millis)
+    ms.map(|ms| Duration::from_millis(ms).min(MAX_TTL))
 }
 
 impl callout::Host for HostState {

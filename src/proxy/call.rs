@@ -151,17 +151,22 @@ impl Call {
     /// A call for `parts` (hop-by-hop headers already stripped) to `upstream`.
     pub fn new(upstream: Arc<Upstream>, parts: Parts) -> Call {
         let started = Instant::now();
+        let received = parts
+            .extensions
+            .get::<crate::stack::Received>()
+            .map_or(started, |r| Instant::from_std(r.0));
         let deadline = parts
             .headers
             .get(grpc::GRPC_TIMEOUT)
             .and_then(|v| grpc::parse_timeout(v.as_bytes()))
-            .map(|d| started + d);
+            .map(|d| received + d);
         Call {
             members: upstream.members(),
             upstream,
             client_resets: parts.extensions.get().cloned(),
             parts,
-            started,
+            // What the client waited counts from when the server received the call.
+            started: received,
             deadline,
         }
     }

@@ -92,6 +92,12 @@ where
             .insert(crate::stack::Principal(id.to_string()));
     }
     req.extensions_mut().insert(client.inbound);
+    if req.headers().contains_key(grpc::GRPC_TIMEOUT) {
+        // The deadline counts from here, not from the forwarder: time in the stages (a plugin
+        // waiting on a callout, a Redis round trip) is the client's time too.
+        req.extensions_mut()
+            .insert(crate::stack::Received(std::time::Instant::now()));
+    }
     let started = std::time::Instant::now();
     let outcome = run(svc, req, &mut respond).await;
     if let Some((path, started)) = log {

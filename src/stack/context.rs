@@ -36,6 +36,12 @@ pub struct Inbound {
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// When the server received a call that carries a deadline (`grpc-timeout`), put in its
+/// extensions by the server: the forwarder counts the deadline from here (gRPC's deadline is
+/// the client's, whatever the stages spent of it).
+#[derive(Clone, Copy, Debug)]
+pub struct Received(pub std::time::Instant);
+
 /// A call a stage refused: the status it gets and any extra trailers.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

@@ -13,8 +13,8 @@ mod context;
 pub use body::{Body, Seen, Watch};
 pub use callee::{set_worker, worker, CallFuture, Callee};
 pub use context::{
-    ClientEarlyResets, Inbound, PeerAddr, Principal, PrincipalSlot, Rejected, UpstreamEndpoint,
-    UpstreamGroup,
+    ClientEarlyResets, Inbound, PeerAddr, Principal, PrincipalSlot, Received, Rejected,
+    UpstreamEndpoint, UpstreamGroup,
 };
 
 use http::HeaderMap;

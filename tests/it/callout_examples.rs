@@ -101,6 +101,28 @@ async fn ext_authz_allows_denies_caches_and_follows_on_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_a_plugin_waits_on_a_callout_is_the_clients() {
+    let b = Backend::start("b").await;
+    let authz = AuthzServer::start(AuthzOptions {
+        slow_delay: Duration::from_millis(400),
+        ..Default::default()
+    });
+    let gw = authz_gateway(&b, &authz, "").await;
+    let mut c = gw.client().await;
+    let mut req = tonic::Request::new(EchoRequest::default());
+    req.metadata_mut()
+        .insert("authorization", "Bearer slow-1".parse().unwrap());
+    req.set_timeout(Duration::from_millis(1500));
+    c.unary(req).await.expect("allowed after 400 ms");
+    let sent = b.observed.last_timeout.lock().unwrap().clone().unwrap();
+    let micros: u64 = sent.trim_end_matches('u').parse().unwrap();
+    assert!(
+        micros <= 1_100_000,
+        "the upstream got what was left of 1.5 s after the plugin's 400 ms wait: {sent}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_cache_fetches_one_token_for_racing_calls_and_refreshes_it() {
     let b = Backend::start("b").await;
     let tokens = AuthzServer::start(AuthzOptions {

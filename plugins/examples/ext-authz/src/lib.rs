@@ -8,7 +8,8 @@
 //! and message. Both decisions are kept for `cache_ttl_ms` under a hash of the method,
 //! principal and forwarded headers. When the service cannot be asked (timeout, unavailable,
 //! over the callout bounds, a malformed answer) `on_error` decides: `deny` ends the call with
-//! UNAVAILABLE `authorization service unavailable: <why>`, `allow` lets it through; neither
+//! UNAVAILABLE `authorization service unavailable (<kind>)` (`timeout`, `unavailable`, …; the
+//! detail goes to the gateway's log), `allow` lets it through; neither
 //! is cached. A state error (full, Redis down) only costs the cache.
 //!
 //! ```yaml
@@ -113,12 +114,14 @@ impl Plugin for ExtAuthz {
                 self.decisions.inc(&[d.result(), "miss"]);
                 d.action()
             }
-            Err(why) => {
+            Err((kind, detail)) => {
                 self.decisions.inc(&["error", "miss"]);
+                // The detail (addresses, OS errors) goes to the gateway's log, not to clients.
+                log(Level::Warn, &format!("authorization service: {detail}"));
                 match self.config.on_error {
                     OnError::Deny => RequestAction::reject(
                         Code::Unavailable,
-                        format!("authorization service unavailable: {why}"),
+                        format!("authorization service unavailable ({kind})"),
                     ),
                     OnError::Allow => RequestAction::proceed(),
                 }
@@ -145,19 +148,19 @@ impl ExtAuthz {
         method: &str,
         principal: Option<&str>,
         headers: &[(String, String)],
-    ) -> Result<Decision, String> {
+    ) -> Result<Decision, (&'static str, String)> {
         let answer = Call::new(&self.config.group, &self.config.method)
             .message(decision::check_request(method, principal, headers))
             .send();
         match answer {
             Ok(resp) => decision::check_response(&resp.message)
                 .map(Decision::Allow)
-                .map_err(|e| format!("malformed CheckResponse: {e}")),
+                .map_err(|e| ("invalid", format!("malformed CheckResponse: {e}"))),
             Err(CalloutError::Status(st)) => Ok(Decision::Deny {
                 code: st.to_reject().code,
                 message: st.message,
             }),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err((e.kind(), e.to_string())),
         }
     }
 
