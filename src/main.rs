@@ -206,6 +206,7 @@ fn check_plugins(config: &synapsor::config::Config) -> bool {
                     }
                     eprintln!("  exports: {}", d.exports.join(", "));
                     eprintln!("  imports: {}", d.imports.join(", "));
+                    callout_warning(w, &d.imports);
                 }
                 Err(e) => {
                     eprintln!("error: listener {}: plugin {}: {e}", l.name, w.name);
@@ -215,6 +216,21 @@ fn check_plugins(config: &synapsor::config::Config) -> bool {
         }
     }
     ok
+}
+
+/// Warns when a plugin imports the `callout` interface but its YAML allows it no upstream group:
+/// every callout it makes would fail `not-allowed`.
+fn callout_warning(w: &synapsor::config::WasmConfig, imports: &[String]) {
+    let calls_out = imports
+        .iter()
+        .any(|i| i.starts_with("synapsor:plugin/callout@"));
+    let groups = w.callouts.as_ref().map_or(0, |c| c.groups.len());
+    if calls_out && groups == 0 {
+        eprintln!(
+            "  warning: it imports synapsor:plugin/callout, but callouts.groups allows no \
+             upstream group: every callout it makes fails not-allowed"
+        );
+    }
 }
 
 /// Loads every TLS certificate, key and CA file; false when one fails.

@@ -191,6 +191,31 @@ fn check_compiles_plugins_and_prints_their_exports_and_imports() {
             && err.contains("init failed: config.deny_prefix is required"),
         "{err}"
     );
+    // A plugin that imports `callout` with no group to call: checked, with a warning.
+    let authz = |extra: &str| {
+        format!(
+            "wasm: {{ name: authz, path: \"{}\"{extra} }}",
+            support::plugin("ext_authz").display()
+        )
+    };
+    let out = synapsor()
+        .args(["check", "-c"])
+        .arg(write("authz.yaml", authz("")))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: it imports synapsor:plugin/callout"),
+        "{err}"
+    );
+    let out = synapsor()
+        .args(["check", "-c"])
+        .arg(write("authz2.yaml", authz(", callouts: { groups: [u] }")))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("warning"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
