@@ -87,7 +87,7 @@ impl PluginShared {
 
     /// Whether its host functions can wait (it has callouts, or its state is in Redis).
     pub fn can_wait(&self) -> bool {
-        self.callouts.is_some() || self.state.backend() != "local"
+        self.callouts.is_some() || self.state.in_redis()
     }
 
     fn counter_add(&self, key: String, delta: i64) -> i64 {

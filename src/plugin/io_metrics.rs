@@ -120,7 +120,7 @@ fn encode_state(encoder: &mut DescriptorEncoder, all: &Entries) -> std::fmt::Res
         "Plugin state operations Redis could not answer (then on_redis_error applied).",
         MetricType::Counter,
         all.iter()
-            .filter(|(_, s)| s.state.backend() != "local")
+            .filter(|(_, s)| s.state.in_redis())
             .map(|(p, s)| {
                 let n = s.state.stats.redis_errors.load(Ordering::Relaxed);
                 ([plugin(p)], Sample::Counter(n))

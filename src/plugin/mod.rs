@@ -39,6 +39,7 @@ pub mod offload;
 mod service;
 pub mod state;
 pub mod stats;
+mod task;
 
 pub use failure::Failure;
 pub use loader::{describe, reload_all, Description, Plugin};

@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use std::task::Poll;
 
 use super::host::HostWait;
+use super::task::AbortOnDrop;
 use super::Failure;
 
 static MOVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -82,7 +83,7 @@ where
     }
     MOVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut task = AbortOnDrop(runtime()?.spawn(call));
-    match (&mut task.0).await {
+    match (&mut task).await {
         Ok(out) => out,
         Err(e) => Err(Failure::Trap(format!("plugin thread: {e}"))),
     }
@@ -100,14 +101,5 @@ where
     match runtime()?.spawn_blocking(work).await {
         Ok(out) => Ok(out),
         Err(e) => Err(Failure::Trap(format!("plugin thread: {e}"))),
-    }
-}
-
-/// Aborts the moved call when the call that waits for it is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use super::bindings::{CalloutError, CalloutRequest, CalloutResponse, HeaderOp};
 use super::codec;
 use super::convert::{self, Target};
+use super::task::AbortOnDrop;
 use crate::config::CalloutConfig;
 use crate::error::ProxyError;
 use crate::grpc;
@@ -192,25 +193,5 @@ impl Callouts {
             http_body_util::Full::new(frame).map_err(|e: Infallible| -> BoxError { match e {} }),
         );
         builder.body(body).map_err(|e| bad(e.to_string()))
-    }
-}
-
-/// Aborts the callout's task when the wait for it ends first.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> std::future::Future for AbortOnDrop<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

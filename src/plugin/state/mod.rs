@@ -58,9 +58,9 @@ impl State {
         self.local.usage()
     }
 
-    /// Where the store lives, for `/metrics`: `local` or Redis's `host:port/db`.
-    pub fn backend(&self) -> &str {
-        self.redis.as_ref().map_or("local", RedisState::shown)
+    /// Whether it lives in Redis (its operations may wait).
+    pub fn in_redis(&self) -> bool {
+        self.redis.is_some()
     }
 
     /// Runs `op`: in Redis when configured (falling back as `on_redis_error` says), else here.

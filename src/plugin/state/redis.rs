@@ -59,11 +59,6 @@ impl RedisState {
         }
     }
 
-    /// Redis's `host:port/db`.
-    pub fn shown(&self) -> &str {
-        &self.store.shown
-    }
-
     /// Runs one operation; `Unavailable` when Redis could not be asked.
     pub async fn run(&self, op: &Op<'_>) -> Result<Answer, StateError> {
         let key = |k: &str| format!("{}{k}", self.prefix);
