@@ -207,6 +207,7 @@ fn check_plugins(config: &synapsor::config::Config) -> bool {
                     eprintln!("  exports: {}", d.exports.join(", "));
                     eprintln!("  imports: {}", d.imports.join(", "));
                     callout_warning(w, &d.imports);
+                    cost_notes(w, &d);
                 }
                 Err(e) => {
                     eprintln!("error: listener {}: plugin {}: {e}", l.name, w.name);
@@ -216,6 +217,35 @@ fn check_plugins(config: &synapsor::config::Config) -> bool {
         }
     }
     ok
+}
+
+/// What one instance of a plugin costs, with a warning when it leaves calls little memory or
+/// when `per_request` would create an expensive instance (an interpreter) for every call.
+fn cost_notes(w: &synapsor::config::WasmConfig, d: &synapsor::plugin::Description) {
+    let mib = |b: usize| b as f64 / f64::from(1 << 20);
+    eprintln!(
+        "  instance: {:.1} MiB of linear memory (memory_limit {}), created and initialised in \
+         {:.1} ms; compiled in {:.1} s",
+        mib(d.memory),
+        w.memory_limit,
+        d.instantiate.as_secs_f64() * 1e3,
+        d.compile.as_secs_f64()
+    );
+    if d.memory as f64 > 0.75 * w.memory_limit.0 as f64 {
+        eprintln!(
+            "  warning: a new instance already uses {:.0}% of memory_limit, leaving calls \
+             little room: raise memory_limit",
+            100.0 * d.memory as f64 / w.memory_limit.0 as f64
+        );
+    }
+    let per_request = w.isolation == synapsor::config::Isolation::PerRequest;
+    if per_request && d.instantiate > std::time::Duration::from_millis(1) {
+        eprintln!(
+            "  warning: isolation per_request creates an instance for every call ({:.1} ms \
+             each here): isolation reuse serves calls from instances kept warm",
+            d.instantiate.as_secs_f64() * 1e3
+        );
+    }
 }
 
 /// Warns when a plugin imports the `callout` interface but its YAML allows it no upstream group:

@@ -132,17 +132,22 @@ pub type HostWait = Arc<std::sync::atomic::AtomicBool>;
 pub(super) struct Limiter {
     pub(super) memory: usize,
     pub(super) refused: bool,
+    /// The linear memory granted so far, in bytes, all the instance's memories together.
+    pub(super) granted: usize,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let ok = desired <= self.memory && maximum.is_none_or(|m| desired <= m);
         self.refused |= !ok;
+        if ok {
+            self.granted += desired.saturating_sub(current);
+        }
         Ok(ok)
     }
 

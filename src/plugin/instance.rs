@@ -26,6 +26,13 @@ pub struct Instance {
     calls: u64,
 }
 
+impl Instance {
+    /// Its linear memory, in bytes (every core memory of the component together).
+    pub fn memory(&self) -> usize {
+        self.store.data().limiter.granted
+    }
+}
+
 /// The limits an instance runs under.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -116,6 +123,7 @@ impl Version {
             limiter: Limiter {
                 memory: self.limits.memory,
                 refused: false,
+                granted: 0,
             },
             budget: Budget::start(self.limits.start_timeout()),
             wasi: self

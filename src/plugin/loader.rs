@@ -7,7 +7,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
@@ -19,6 +19,7 @@ use super::engine::{content_key, host, ContentKey};
 use super::host::PluginShared;
 use super::instance::{Limits, Version, VersionParts};
 use super::stats::Stats;
+use super::Failure;
 use crate::config::{Isolation, WasmConfig};
 use crate::telemetry::Registry;
 
@@ -61,6 +62,12 @@ pub struct Description {
     pub contract: &'static str,
     /// The message hooks its `init` asked for: `request`, `response`.
     pub message_hooks: Vec<&'static str>,
+    /// The linear memory of its first instance once `init` returned, in bytes.
+    pub memory: usize,
+    /// How long compiling it took (zero when this process had compiled the same bytes).
+    pub compile: Duration,
+    /// How long creating its first instance and running `init` took.
+    pub instantiate: Duration,
 }
 
 /// Runs a future to completion on a thread of its own (loading happens at start-up, possibly
@@ -109,7 +116,7 @@ impl Plugin {
         let shared = PluginShared::new(cfg, registry, callees);
         let slots = Arc::new(Semaphore::new(cfg.max_instances as usize));
         let bytes = read(&cfg.path)?;
-        let (version, _) = build(cfg, &bytes, &shared, &slots, &config_json, 1)?;
+        let (version, d) = build(cfg, &bytes, &shared, &slots, &config_json, 1)?;
         let plugin = Arc::new(Plugin {
             cfg: cfg.clone(),
             shared,
@@ -123,7 +130,14 @@ impl Plugin {
             last_warn: AtomicU64::new(0),
         });
         watch(&plugin);
-        tracing::info!(plugin = %cfg.name, path = %cfg.path.display(), "plugin loaded");
+        tracing::info!(
+            plugin = %cfg.name,
+            path = %cfg.path.display(),
+            instance_memory_kib = d.memory >> 10,
+            instantiate_ms = d.instantiate.as_secs_f64() * 1e3,
+            compile_ms = d.compile.as_millis() as u64,
+            "plugin loaded"
+        );
         Ok(plugin)
     }
 
@@ -194,6 +208,7 @@ fn build(
 ) -> Result<(Version, Description), String> {
     let path = cfg.path.display();
     let host = host()?;
+    let started = Instant::now();
     let component = host
         .compile(bytes)
         .map_err(|e| format!("plugin {path} is not a valid component: {e}"))?;
@@ -222,7 +237,12 @@ fn build(
         },
         generation,
     });
-    let first = run_off_thread(version.instantiate()).map_err(|f| format!("plugin {path}: {f}"))?;
+    let compile = started.elapsed();
+    let started = Instant::now();
+    let first = run_off_thread(version.instantiate())
+        .map_err(|f| format!("plugin {path}: {f}{}", first_instance_hint(cfg, &f)))?;
+    let instantiate = started.elapsed();
+    let memory = first.memory();
     if cfg.isolation == Isolation::Reuse {
         version.keep(first);
     }
@@ -243,8 +263,29 @@ fn build(
             wasi,
             contract,
             message_hooks,
+            memory,
+            compile,
+            instantiate,
         },
     ))
+}
+
+/// Which limit to raise when the first instance of a plugin fails for want of one (an
+/// interpreter — a Python or JavaScript plugin — needs more than a compiled plugin).
+fn first_instance_hint(cfg: &WasmConfig, f: &Failure) -> String {
+    match f {
+        Failure::Memory(_) => format!(
+            "; it needs more linear memory than its memory_limit ({}): raise memory_limit \
+             (at most 256MiB)",
+            cfg.memory_limit
+        ),
+        Failure::Timeout(during) => format!(
+            "; creating an instance and running init may each take 10 × timeout ({:?}), and \
+             {during} took longer: raise timeout",
+            cfg.timeout.0
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Compiles a plugin and `init`s one instance, for `synapsor check`.
