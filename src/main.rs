@@ -219,8 +219,8 @@ fn check_plugins(config: &synapsor::config::Config) -> bool {
     ok
 }
 
-/// What one instance of a plugin costs, with a warning when it leaves calls little memory or
-/// when `per_request` would create an expensive instance (an interpreter) for every call.
+/// What one instance of a plugin costs, and the warnings about it (see
+/// `Description::warnings`).
 fn cost_notes(w: &synapsor::config::WasmConfig, d: &synapsor::plugin::Description) {
     let mib = |b: usize| b as f64 / f64::from(1 << 20);
     eprintln!(
@@ -231,20 +231,8 @@ fn cost_notes(w: &synapsor::config::WasmConfig, d: &synapsor::plugin::Descriptio
         d.instantiate.as_secs_f64() * 1e3,
         d.compile.as_secs_f64()
     );
-    if d.memory as f64 > 0.75 * w.memory_limit.0 as f64 {
-        eprintln!(
-            "  warning: a new instance already uses {:.0}% of memory_limit, leaving calls \
-             little room: raise memory_limit",
-            100.0 * d.memory as f64 / w.memory_limit.0 as f64
-        );
-    }
-    let per_request = w.isolation == synapsor::config::Isolation::PerRequest;
-    if per_request && d.instantiate > std::time::Duration::from_millis(1) {
-        eprintln!(
-            "  warning: isolation per_request creates an instance for every call ({:.1} ms \
-             each here): isolation reuse serves calls from instances kept warm",
-            d.instantiate.as_secs_f64() * 1e3
-        );
+    for w in d.warnings(w) {
+        eprintln!("  warning: {w}");
     }
 }
 
@@ -257,8 +245,9 @@ fn callout_warning(w: &synapsor::config::WasmConfig, imports: &[String]) {
     let groups = w.callouts.as_ref().map_or(0, |c| c.groups.len());
     if calls_out && groups == 0 {
         eprintln!(
-            "  warning: it imports synapsor:plugin/callout, but callouts.groups allows no \
-             upstream group: every callout it makes fails not-allowed"
+            "  note: it imports synapsor:plugin/callout, but callouts.groups allows no \
+             upstream group: any callout it makes fails not-allowed (Python and JavaScript \
+             plugins import every interface of the contract, used or not)"
         );
     }
 }

@@ -187,6 +187,9 @@ pub enum Chain {
     /// The `ext-authz` example asking the authorization service at this address, its decisions
     /// cached (`true`: one state lookup per call) or not (one callout per call).
     ExtAuthz(SocketAddr, bool),
+    /// The `header-rewrite` example built from this language (`rs`, `py`, `js`), both hooks,
+    /// `isolation: reuse`.
+    Rewrite(&'static str),
 }
 
 /// A redis-server without persistence on a free loopback port; stopped when dropped.
@@ -242,6 +245,9 @@ pub fn synapsor(
         Chain::RedisLimit(_) => "synapsor+redis-limit",
         Chain::ExtAuthz(_, true) => "synapsor+ext-authz",
         Chain::ExtAuthz(_, false) => "synapsor+ext-authz-nocache",
+        Chain::Rewrite("rs") => "synapsor+rewrite-rs",
+        Chain::Rewrite("py") => "synapsor+rewrite-py",
+        Chain::Rewrite(_) => "synapsor+rewrite-js",
     };
     let cfg = dir.join(format!("{name}.yaml"));
     let interceptors = match chain {
@@ -276,6 +282,14 @@ pub fn synapsor(
             "    interceptors:\n      - wasm: {{ name: authz, path: \"{}\", max_instances: 128, on_response: false, callouts: {{ groups: [authz] }}, config: {{ cache_ttl_ms: {} }} }}\n",
             plugin("ext_authz")?.display(),
             if cached { 600_000 } else { 0 },
+        ),
+        Chain::Rewrite(lang) => format!(
+            "    interceptors:\n      - wasm: {{ name: rewrite, path: \"{}\", memory_limit: 48MiB, timeout: 50ms, max_instances: 16, config: {{ set: {{ x-env: prod }}, append: {{ x-via: synapsor }}, remove: [x-debug], trailers: {{ x-served-by: synapsor }} }} }}\n",
+            plugin(&match lang {
+                "rs" => "header_rewrite".to_string(),
+                other => format!("header_rewrite_{other}"),
+            })?
+            .display(),
         ),
         Chain::RedisLimit(port) => format!(
             "    interceptors:\n      - rate_limit: {{ rate: 100000000, per: 1s, key: peer_ip, on_backend_error: deny, backend: {{ redis: \"redis://127.0.0.1:{port}/0\" }} }}\n"

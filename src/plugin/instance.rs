@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
@@ -18,6 +18,9 @@ use super::Failure;
 
 use super::budget::Budget;
 pub use super::budget::INLINE_SLICE;
+
+/// Instances of one plugin version created at once, at most (see [`Version::lease`]).
+pub const CREATING_AT_ONCE: usize = 2;
 
 /// One instance: its store and its bindings.
 pub struct Instance {
@@ -58,6 +61,10 @@ pub struct Version {
     shared: Arc<PluginShared>,
     limits: Limits,
     idle: Mutex<Vec<Instance>>,
+    /// Instances being created now (at most [`CREATING_AT_ONCE`]).
+    creating: Semaphore,
+    /// Woken when an instance comes back to `idle`, a slot frees or a creation ends.
+    returned: Notify,
     /// Bounds the instances alive (busy or idle) to `max_instances`, shared across versions.
     slots: Arc<Semaphore>,
     recycle_after: u64,
@@ -103,6 +110,8 @@ impl Version {
             shared: p.shared,
             limits: p.limits,
             idle: Mutex::new(Vec::new()),
+            creating: Semaphore::new(CREATING_AT_ONCE),
+            returned: Notify::new(),
             slots: p.slots,
             recycle_after: p.recycle_after,
             generation: p.generation,
@@ -165,28 +174,42 @@ impl Version {
     }
 
     /// Checks out an instance: an idle one, or a new one when a slot is free; waits for a slot
-    /// up to the plugin's timeout.
+    /// up to the plugin's timeout. At most [`CREATING_AT_ONCE`] instances are created at once:
+    /// a call that finds none idle while that many are being created waits (within the same
+    /// timeout) for an instance to come back to the pool. Without the bound a burst of calls
+    /// to a plugin whose instances take milliseconds to create (an interpreter) made every
+    /// one of them create its own, up to `max_instances` (measured: 64 Python instances,
+    /// 780 MiB, and calls timing out on the crowded cores).
     pub async fn lease(&self) -> Result<Lease, Failure> {
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                match tokio::time::timeout(self.limits.timeout, self.slots.clone().acquire_owned())
-                    .await
-                {
-                    Ok(Ok(p)) => p,
-                    _ => return Err(Failure::Busy),
-                }
+        let deadline = tokio::time::Instant::now() + self.limits.timeout;
+        let permit =
+            match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => return Err(Failure::Busy),
+            };
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(instance) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+                return Ok(Lease {
+                    instance,
+                    _permit: permit,
+                });
             }
-        };
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let instance = match idle {
-            Some(i) => i,
-            None => self.instantiate().await?,
-        };
-        Ok(Lease {
-            instance,
-            _permit: permit,
-        })
+            if let Ok(_creating) = self.creating.try_acquire() {
+                let made = self.instantiate().await;
+                // A waiter may create the next one (or take this one once it is released).
+                self.returned.notify_one();
+                return made.map(|instance| Lease {
+                    instance,
+                    _permit: permit,
+                });
+            }
+            if tokio::time::timeout_at(deadline, returned).await.is_err() {
+                return Err(Failure::Busy);
+            }
+        }
     }
 
     /// Returns a healthy instance to the pool (unless it has served `recycle_after` calls).
@@ -196,10 +219,15 @@ impl Version {
         data.call = None;
         data.host_wait = None;
         if lease.instance.calls >= self.recycle_after {
+            // Its slot is free: a waiter may create an instance in its place.
+            self.returned.notify_one();
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.push(lease.instance);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(lease.instance);
+        self.returned.notify_one();
         // The permit drops after the instance is idle, so a waiter finds it.
     }
 
@@ -293,7 +321,13 @@ impl Version {
                 self.release(lease);
                 Ok(a)
             }
-            Err(e) => Err(Failure::classify(&e, &lease.instance.store, during)),
+            Err(e) => {
+                let failure = Failure::classify(&e, &lease.instance.store, during);
+                drop(lease);
+                // Its slot is free: a waiter may create an instance in its place.
+                self.returned.notify_one();
+                Err(failure)
+            }
         }
     }
 }

@@ -70,6 +70,32 @@ pub struct Description {
     pub instantiate: Duration,
 }
 
+impl Description {
+    /// What a user should change about `cfg` given what an instance costs: a new instance
+    /// holding over 75% of `memory_limit` (calls have little room left), or `per_request`
+    /// creating an instance that takes over 1 ms — an interpreter — for every call.
+    pub fn warnings(&self, cfg: &WasmConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let share = self.memory as f64 / cfg.memory_limit.0 as f64;
+        if share > 0.75 {
+            out.push(format!(
+                "a new instance already uses {:.0}% of memory_limit ({}), leaving calls little \
+                 room: raise memory_limit",
+                share * 100.0,
+                cfg.memory_limit
+            ));
+        }
+        let ms = self.instantiate.as_secs_f64() * 1e3;
+        if cfg.isolation == Isolation::PerRequest && ms > 1.0 {
+            out.push(format!(
+                "isolation per_request creates an instance for every call ({ms:.1} ms each \
+                 here): isolation reuse serves calls from instances kept warm"
+            ));
+        }
+        out
+    }
+}
+
 /// Runs a future to completion on a thread of its own (loading happens at start-up, possibly
 /// inside a runtime, and on the watcher thread).
 fn run_off_thread<F>(f: F) -> F::Output
@@ -138,6 +164,9 @@ impl Plugin {
             compile_ms = d.compile.as_millis() as u64,
             "plugin loaded"
         );
+        for w in d.warnings(cfg) {
+            tracing::warn!(plugin = %cfg.name, "{w}");
+        }
         Ok(plugin)
     }
 

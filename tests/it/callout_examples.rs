@@ -1,5 +1,5 @@
 //! The callout examples (`plugins/examples/`) end to end, against testkit's real `Authz` and
-//! `Tokens` services: `ext-authz` allows, denies with the service's status, caches decisions for
+//! `Tokens` services: `ext-authz` (in every language, from `plugin_languages`) allows, denies with the service's status, caches decisions for
 //! its TTL and follows `on_error` when the service is down; `token-cache` attaches one token
 //! fetched once however many calls race for it, and refreshes it before it expires.
 
@@ -24,20 +24,29 @@ async fn call(
     c.unary(req).await.map(|_| ())
 }
 
-async fn authz_gateway(b: &Backend, authz: &AuthzServer, config_extra: &str) -> TestGateway {
+/// A gateway whose one stage is the ext-authz build `file` (`ext_authz`, `ext_authz_py`, …)
+/// asking `authz`.
+async fn authz_gateway(
+    b: &Backend,
+    authz: &AuthzServer,
+    file: &str,
+    config_extra: &str,
+) -> TestGateway {
     let stage = wasm(
         "authz",
-        "ext_authz",
+        file,
         &format!(", callouts: {{ groups: [authz], timeout: 500ms }}, config: {{ cache_ttl_ms: 400{config_extra} }}"),
     );
     gateway(&config(b, &stage, &[("authz", authz.addr().to_string())])).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ext_authz_allows_denies_caches_and_follows_on_error() {
+/// ext-authz built as `file` allows, denies with the service's status, caches decisions for
+/// its TTL and follows `on_error` when the service is down (run for every language's build by
+/// `plugin_languages`).
+pub async fn ext_authz_behaves(file: &str) {
     let b = Backend::start("b").await;
     let authz = AuthzServer::start(AuthzOptions::default());
-    let gw = authz_gateway(&b, &authz, "").await;
+    let gw = authz_gateway(&b, &authz, file, "").await;
     let mut c = gw.client().await;
     let ada = [
         ("authorization", "Bearer allow-ada"),
@@ -85,7 +94,7 @@ async fn ext_authz_allows_denies_caches_and_follows_on_error() {
     }
 
     // The service goes away: `on_error: deny` (the default) refuses, `allow` lets calls through.
-    let open = authz_gateway(&b, &authz, ", on_error: allow").await;
+    let open = authz_gateway(&b, &authz, file, ", on_error: allow").await;
     authz.stop().await;
     let new = [("authorization", "Bearer allow-new")];
     let st = call(&mut c, &new).await.unwrap_err();
@@ -107,7 +116,7 @@ async fn the_time_a_plugin_waits_on_a_callout_is_the_clients() {
         slow_delay: Duration::from_millis(400),
         ..Default::default()
     });
-    let gw = authz_gateway(&b, &authz, "").await;
+    let gw = authz_gateway(&b, &authz, "ext_authz", "").await;
     let mut c = gw.client().await;
     let mut req = tonic::Request::new(EchoRequest::default());
     req.metadata_mut()

@@ -176,6 +176,10 @@ fn check_compiles_plugins_and_prints_their_exports_and_imports() {
         err.contains("imports: synapsor:plugin/host@0.1.0, synapsor:plugin/types@0.1.0"),
         "{err}"
     );
+    assert!(
+        err.contains("MiB of linear memory (memory_limit 16MiB), created and initialised in"),
+        "{err}"
+    );
     let bad = write(
         "bad.yaml",
         format!(
@@ -206,7 +210,7 @@ fn check_compiles_plugins_and_prints_their_exports_and_imports() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("warning: it imports synapsor:plugin/callout"),
+        err.contains("note: it imports synapsor:plugin/callout"),
         "{err}"
     );
     let out = synapsor()

@@ -27,6 +27,7 @@ mod message_examples;
 mod outlier;
 mod plugin_callouts;
 mod plugin_io_safety;
+mod plugin_languages;
 mod plugin_loading;
 mod plugin_messages;
 mod plugin_safety;

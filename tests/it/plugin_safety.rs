@@ -28,7 +28,7 @@ fn asking(mode: &str) -> Request<EchoRequest> {
     r
 }
 
-fn rss_kib() -> u64 {
+pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
         .lines()
