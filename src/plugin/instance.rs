@@ -31,7 +31,7 @@ pub struct Instance {
 
 impl Instance {
     /// Its linear memory, in bytes (every core memory of the component together).
-    pub fn memory(&self) -> usize {
+    pub fn linear_memory(&self) -> usize {
         self.store.data().limiter.granted
     }
 }

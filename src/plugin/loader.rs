@@ -271,7 +271,7 @@ fn build(
     let first = run_off_thread(version.instantiate())
         .map_err(|f| format!("plugin {path}: {f}{}", first_instance_hint(cfg, &f)))?;
     let instantiate = started.elapsed();
-    let memory = first.memory();
+    let memory = first.linear_memory();
     if cfg.isolation == Isolation::Reuse {
         version.keep(first);
     }
