@@ -8,28 +8,20 @@
 
 #![allow(missing_docs)] // criterion's macros generate undocumented functions
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use synapsor::config::{Isolation, WasmConfig};
-use synapsor::plugin::bindings::{Header, Message, MessageAction, RequestInfo};
+use synapsor::plugin::bindings::{Message, MessageAction, RequestInfo};
 use synapsor::plugin::compat::Direction;
 use synapsor::plugin::host::CallCtx;
 use synapsor::plugin::Plugin;
 
 fn component() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let file = root.join("plugins/build/misbehave.wasm");
-    if !file.exists() {
-        let ok = std::process::Command::new("bash")
-            .arg(root.join("plugins/build.sh"))
-            .status()
-            .expect("plugins/build.sh")
-            .success();
-        assert!(ok, "plugins/build.sh failed");
-    }
-    file
+    support::built_plugins().join("misbehave.wasm")
 }
 
 fn info() -> RequestInfo {
@@ -43,21 +35,7 @@ fn info() -> RequestInfo {
         ("x-request-id", "6f1c2a7e-55b1-4c8e-9d57-0a1b2c3d4e5f"),
         ("authorization", "Bearer abc.def.ghi"),
     ];
-    RequestInfo {
-        call_id: 1,
-        method: "/billing.v1.Invoices/Get".into(),
-        authority: "gw.local".into(),
-        metadata: md
-            .iter()
-            .map(|(n, v)| Header {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        peer: "127.0.0.1:40000".into(),
-        principal: None,
-        deadline_ms: Some(2000),
-    }
+    support::request_info(&md)
 }
 
 fn bench(c: &mut Criterion) {

@@ -11,27 +11,18 @@
 
 #![allow(missing_docs)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use synapsor::config::WasmConfig;
-use synapsor::plugin::bindings::{Header, RequestInfo};
+use synapsor::plugin::bindings::RequestInfo;
 use synapsor::plugin::host::CallCtx;
 use synapsor::plugin::Plugin;
 
 const CONFIG: &str = "{ set: { x-env: prod }, append: { x-via: synapsor }, remove: [x-debug] }";
-
-fn build() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ok = std::process::Command::new("bash")
-        .arg(root.join("plugins/build.sh"))
-        .status()
-        .expect("plugins/build.sh")
-        .success();
-    assert!(ok, "plugins/build.sh failed");
-    root.join("plugins/build")
-}
 
 fn info() -> RequestInfo {
     let md = [
@@ -44,21 +35,7 @@ fn info() -> RequestInfo {
         ("x-via", "client"),
         ("x-env", "dev"),
     ];
-    RequestInfo {
-        call_id: 1,
-        method: "/billing.v1.Invoices/Get".into(),
-        authority: "gw.local".into(),
-        metadata: md
-            .iter()
-            .map(|(n, v)| Header {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        peer: "127.0.0.1:40000".into(),
-        principal: None,
-        deadline_ms: Some(2000),
-    }
+    support::request_info(&md)
 }
 
 fn config(file: &Path, isolation: &str, config: &str) -> WasmConfig {
@@ -94,7 +71,7 @@ fn per_call(rt: &tokio::runtime::Runtime, plugin: &Plugin, rounds: usize, calls:
 }
 
 fn main() {
-    let dir = build();
+    let dir = support::built_plugins();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -169,13 +169,9 @@ async fn too_little_memory_for_an_interpreter_names_the_limit_to_raise() {
 
 async fn contained(file: &str) {
     let b = Backend::start("b").await;
-    let stage = format!(
-        // 1 s: an interpreter unwinding a deep recursion on a machine busy with other tests
-        // took over 200 ms.
-        "      - wasm: {{ name: misbehave, path: \"{}\", timeout: 1s }}",
-        plugin(file).display()
-    );
-    let gw = gateway(&support::staged_config(&b.addr.to_string(), &stage)).await;
+    // 1 s: an interpreter unwinding a deep recursion on a machine busy with other tests took
+    // over 200 ms.
+    let gw = gateway(&misbehave_config(&b, file, "timeout: 1s")).await;
     let mut c = gw.client().await;
     c.unary(with(&[])).await.expect("warm");
     let cases = [
@@ -215,16 +211,47 @@ async fn contained(file: &str) {
 }
 
 in_every_interpreter!(contained, "misbehave");
+in_every_interpreter!(message_hooks, "misbehave");
 in_every_interpreter!(memory_returns_to_its_baseline, "misbehave");
+
+/// A request-message hook replaces, refuses and fails as the plugin says.
+async fn message_hooks(file: &str) {
+    let b = Backend::start("b").await;
+    let gw = gateway(&misbehave_config(&b, file, "timeout: 1s")).await;
+    let mut c = gw.client().await;
+    let send = |payload: &str| {
+        Request::new(EchoRequest {
+            payload: payload.as_bytes().to_vec(),
+            ..Default::default()
+        })
+    };
+    let r = c.unary(send("replace-me")).await.expect("replaced");
+    assert_eq!(r.into_inner().payload, b"replaced", "{file}");
+    let st = c.unary(send("reject-me")).await.unwrap_err();
+    assert_eq!(
+        (st.code(), st.message()),
+        (Code::OutOfRange, "message 0 refused"),
+        "{file}"
+    );
+    let st = c.unary(send("throw")).await.unwrap_err();
+    assert_eq!(st.message(), "plugin misbehave failed: trap", "{file}");
+    let r = c.unary(send("as it is")).await.expect("passed on");
+    assert_eq!(r.into_inner().payload, b"as it is", "{file}");
+}
+
+/// A one-listener config whose one stage is the misbehave build `file` with these settings.
+fn misbehave_config(b: &Backend, file: &str, settings: &str) -> String {
+    let stage = format!(
+        "      - wasm: {{ name: misbehave, path: \"{}\", {settings} }}",
+        plugin(file).display()
+    );
+    support::staged_config(&b.addr.to_string(), &stage)
+}
 
 /// Each refused allocation costs a whole interpreter instance grown to its limit; none leaks.
 async fn memory_returns_to_its_baseline(file: &str) {
     let b = Backend::start("b").await;
-    let stage = format!(
-        "      - wasm: {{ name: misbehave, path: \"{}\", timeout: 1s, max_instances: 4 }}",
-        plugin(file).display()
-    );
-    let gw = gateway(&support::staged_config(&b.addr.to_string(), &stage)).await;
+    let gw = gateway(&misbehave_config(&b, file, "timeout: 1s, max_instances: 4")).await;
     let mut c = gw.client().await;
     for _ in 0..20 {
         c.unary(with(&[])).await.unwrap();

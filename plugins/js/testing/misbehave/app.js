@@ -9,10 +9,16 @@
  * - `recurse`: recurses without bound (SpiderMonkey's "too much recursion", or the stack's
  *   end, stops it).
  *
+ * Its request-message hook reads field 1 of each message (the testkit's `EchoRequest.payload`):
+ * `replace-me` is replaced by a message whose field 1 is `replaced`, `reject-me` refused with
+ * OUT_OF_RANGE, `throw` throws.
+ *
  *     - wasm: { name: misbehave, path: plugins/build/misbehave_js.wasm }
  */
 
-import { Plugin, serve } from 'synapsor-plugin';
+import { Code, Plugin, Reject, Replace, serve, wire } from 'synapsor-plugin';
+
+const text = new TextDecoder();
 
 /** Goes deeper until something stops it; the sum keeps it from being a tail call. */
 function recurse(n) {
@@ -34,6 +40,23 @@ class Misbehave extends Plugin {
                 throw new Error('asked to throw');
             case 'recurse':
                 return recurse(0);
+            default:
+                return undefined;
+        }
+    }
+
+    onRequestMessage(msg) {
+        let payload = new Uint8Array();
+        for (const [number, wireType, value] of wire.fields(msg.data)) {
+            if (number === 1 && wireType === wire.LEN) payload = value;
+        }
+        switch (text.decode(payload)) {
+            case 'replace-me':
+                return new Replace(new wire.Writer().string(1, 'replaced').finish());
+            case 'reject-me':
+                throw new Reject(Code.OUT_OF_RANGE, `message ${msg.index} refused`);
+            case 'throw':
+                throw new Error('asked to throw in a message hook');
             default:
                 return undefined;
         }

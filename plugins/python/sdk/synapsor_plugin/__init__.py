@@ -100,6 +100,17 @@ def _message_action(answer):
     raise TypeError(f"a message hook answered {type(answer).__name__}")
 
 
+def _on_message(hook, name: str, msg):
+    """Runs a message hook and turns its answer (or raised Reject) into the contract's."""
+    try:
+        return _message_action(hook(msg))
+    except Reject as r:
+        return types.MessageAction_Reject(r.to_wit())
+    except BaseException:
+        _fail(name)
+        raise
+
+
 def _fail(hook: str):
     """Logs the exception a hook raised, then lets it end the instance (a trap: the call
     gets the plugin's failure outcome, `on_error`)."""
@@ -149,21 +160,9 @@ def export(cls):
             return types.ResponseAction_Continue(header_ops(answer))
 
         def on_request_message(self, msg):
-            try:
-                return _message_action(held[0].on_request_message(msg))
-            except Reject as r:
-                return types.MessageAction_Reject(r.to_wit())
-            except BaseException:
-                _fail("on_request_message")
-                raise
+            return _on_message(held[0].on_request_message, "on_request_message", msg)
 
         def on_response_message(self, msg):
-            try:
-                return _message_action(held[0].on_response_message(msg))
-            except Reject as r:
-                return types.MessageAction_Reject(r.to_wit())
-            except BaseException:
-                _fail("on_response_message")
-                raise
+            return _on_message(held[0].on_response_message, "on_response_message", msg)
 
     return WitWorld
