@@ -206,9 +206,13 @@ impl Version {
                     _permit: permit,
                 });
             }
-            if tokio::time::timeout_at(deadline, returned).await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
                 return Err(Failure::Busy);
             }
+            // Looked at again at least every tick: a lease dropped mid-call (its client gone)
+            // frees its slot without a wake-up.
+            let again = (tokio::time::Instant::now() + super::budget::TICK).min(deadline);
+            let _ = tokio::time::timeout_at(again, returned).await;
         }
     }
 
