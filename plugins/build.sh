@@ -65,7 +65,8 @@ build_cached() {
     name="$(basename "$dir" | tr - _)_$suffix"
     sum="$(cd "$here" && cat "$builder" "$here/../wit/plugin.wit" \
         $(find "$dir" "$(dirname "$builder")/sdk" "$(dirname "$builder")/package-lock.json" \
-            -type f -not -path '*/node_modules/*' 2>/dev/null | sort) | sha256sum | cut -c1-16)"
+            -type f -not -path '*/node_modules/*' -not -path '*/__pycache__/*' 2>/dev/null | sort) \
+        | sha256sum | cut -c1-16)"
     if [ ! -f "$lang_cache/$name-$sum.wasm" ]; then
         rm -f "$lang_cache/$name"-*.wasm
         "$builder" "$entry" "$lang_cache/$name-$sum.wasm.tmp"

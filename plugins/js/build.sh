@@ -49,8 +49,12 @@ mkdir -p "$(dirname "$out")"
 out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
 # The bundle is named after the entry's folder (examples/ext-authz/app.js: ext-authz.js), the
 # name stack traces in the gateway's log show (with the bundle's line numbers).
-name="$(basename "$(dirname "$entry")").js"
-work="$(mktemp -d "${TMPDIR:-/tmp}/synapsor-js.XXXXXX")"
+# componentize-js splits paths at spaces: the name keeps letters, digits, '.', '_' and '-', and
+# the scratch folder is under /tmp when TMPDIR has a space.
+name="$(basename "$(dirname "$entry")" | tr -c 'A-Za-z0-9._\n-' _).js"
+tmp="${TMPDIR:-/tmp}"
+case "$tmp" in *" "*) tmp=/tmp ;; esac
+work="$(mktemp -d "$tmp/synapsor-js.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 NODE_PATH="$tc/node_modules" "$tc/node_modules/.bin/esbuild" "$entry" \
     --bundle --format=esm --platform=neutral --main-fields=module,main \

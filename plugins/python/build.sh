@@ -25,6 +25,11 @@ if [ ! -x "$venv/bin/componentize-py" ] || [ "$("$venv/bin/componentize-py" --ve
 fi
 [ -f "$app/app.py" ] || { echo "$0: $app/app.py not found" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
-# componentize-py reads VIRTUAL_ENV's site-packages: keep a caller's virtualenv out of it.
-env -u VIRTUAL_ENV "$venv/bin/componentize-py" --quiet -d "$root/wit/plugin.wit" -w interceptor \
+# componentize-py bundles what the app imports from its python path and VIRTUAL_ENV's
+# site-packages: the toolchain's own virtualenv, so a build does not depend on what the
+# machine's Python has installed (a pure-Python package the app needs goes into APP_DIR:
+# `pip install --target APP_DIR PACKAGE`). RUST_BACKTRACE would bury a SyntaxError under
+# componentize-py's backtrace.
+env -u RUST_BACKTRACE VIRTUAL_ENV="$venv" PYTHONNOUSERSITE=1 \
+    "$venv/bin/componentize-py" --quiet -d "$root/wit/plugin.wit" -w interceptor \
     componentize -p "$app" -p "$here/sdk" app -o "$out"

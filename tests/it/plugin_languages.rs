@@ -139,15 +139,30 @@ async fn start_error(config: synapsor::config::Config) -> String {
     }
 }
 
-/// A plugin's `init` rejects an unknown config key in every language, naming it.
+/// A plugin's `init` rejects an unknown config key, or a value of the wrong kind, in every
+/// interpreted language, naming the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_config_key_the_plugin_does_not_know_stops_it_loading() {
-    for file in ["header_rewrite_py", "header_rewrite_js"] {
-        let stage = wasm_stage("rewrite", file, ", config: { sett: { x-env: prod } }");
-        let cfg = support::staged_config("127.0.0.1:1", &stage);
-        let loaded = synapsor::config::parse(&cfg, std::path::Path::new("t.yaml")).unwrap();
-        let err = start_error(loaded.config).await;
-        assert!(err.contains("unknown config key `sett`"), "{file}: {err}");
+async fn a_config_key_unknown_or_of_the_wrong_kind_stops_the_plugin_loading() {
+    for lang in ["py", "js"] {
+        for (file, config, expected) in [
+            (
+                "header_rewrite",
+                "{ sett: { x-env: prod } }",
+                "unknown config key `sett`",
+            ),
+            (
+                "tenant_quota",
+                "{ quota: \"7\" }",
+                "config key `quota` must be a number, not a string",
+            ),
+        ] {
+            let file = format!("{file}_{lang}");
+            let stage = wasm_stage("p", &file, &format!(", config: {config}"));
+            let cfg = support::staged_config("127.0.0.1:1", &stage);
+            let loaded = synapsor::config::parse(&cfg, std::path::Path::new("t.yaml")).unwrap();
+            let err = start_error(loaded.config).await;
+            assert!(err.contains(expected), "{file}: {err}");
+        }
     }
 }
 

@@ -22,9 +22,10 @@
  * export const { init, onRequest, onResponse, onRequestMessage, onResponseMessage } = serve(AddEnv);
  * ```
  *
- * Hooks a subclass does not define cost nothing: `onRequest` and `onResponse` default to "go
- * on unchanged", and the message hooks are only called when the class defines them (the
- * gateway then splits the call's stream into messages). A hook may be `async` (the gateway
+ * `onRequest` and `onResponse` default to "go on unchanged" (the gateway still calls an
+ * undefined `onResponse` unless the YAML says `on_response: false`), and the message hooks are
+ * only called when the class defines them (the gateway then splits the call's stream into
+ * messages). A hook may be `async` (the gateway
  * waits for it; callouts and state are synchronous, so few need to be). The contract is
  * `wit/plugin.wit` (`synapsor:plugin@0.2.1`, world `interceptor`); `plugins/js/build.sh`
  * bundles the app with esbuild (this SDK is the bare import `synapsor-plugin`) and builds a
@@ -120,7 +121,9 @@ export class Plugin {
  * `config` (an object, or `null`/`undefined` for none) over `defaults`, as a new object with
  * exactly the keys of `defaults`; a key of `config` that is not among them throws an `Error`
  * naming it (Rust's `deny_unknown_fields`): ``unknown config key `x`; expected one of `a`,
- * `b` ``. Keys keep the YAML's spelling (`cache_ttl_ms`).
+ * `b` ``, and so does a value of another kind than its default (``config key `limit` must
+ * be a number, not a string``; a default of `null` takes anything). Keys keep the YAML's
+ * spelling (`cache_ttl_ms`).
  *
  * @template {Record<string, any>} T
  * @param {any} config the parsed `config:`
@@ -139,8 +142,27 @@ export function settings(config, defaults) {
             + Object.keys(defaults).map((k) => `\`${k}\``).join(', '));
     }
     const out = {};
-    for (const [k, v] of Object.entries(defaults)) out[k] = Object.hasOwn(c, k) ? c[k] : v;
+    for (const [k, v] of Object.entries(defaults)) {
+        const given = Object.hasOwn(c, k) ? c[k] : v;
+        if (v !== null && v !== undefined && kind(given) !== kind(v)) {
+            throw new Error(`config key \`${k}\` must be ${kind(v)}, not ${kind(given)}`);
+        }
+        out[k] = given;
+    }
     return out;
+}
+
+/** The YAML kind of a value: what `settings` compares a key's value with its default by. */
+function kind(v) {
+    if (v === null || v === undefined) return 'null';
+    if (Array.isArray(v)) return 'a list';
+    switch (typeof v) {
+        case 'boolean': return 'a boolean';
+        case 'number': case 'bigint': return 'a number';
+        case 'string': return 'a string';
+        case 'object': return 'a map';
+        default: return typeof v;
+    }
 }
 
 /** `Name: message` of what a constructor threw (the init error). */

@@ -15,15 +15,17 @@ class AddEnv(Plugin):
 WitWorld = export(AddEnv)                 # what componentize-py builds the component from
 ```
 
-Hooks a subclass does not define cost nothing: ``on_request`` and ``on_response`` default to
-"go on unchanged", and the message hooks are only called when the class defines them (the
-gateway then splits the call's stream into messages). The contract is ``wit/plugin.wit``
+``on_request`` and ``on_response`` default to "go on unchanged" (the gateway still calls an
+undefined ``on_response`` unless the YAML says ``on_response: false``), and the message hooks
+are only called when the class defines them (the gateway then splits the call's stream into
+messages). ``print`` and ``logging`` write to the gateway's log. The contract is ``wit/plugin.wit``
 (``synapsor:plugin@0.2.1``, world ``interceptor``); ``plugins/python/build.sh`` builds a
 component with ``componentize-py``.
 """
 
 import json
 import logging
+import sys
 import traceback
 
 from componentize_py_types import Err
@@ -33,7 +35,8 @@ from wit_world.imports import types
 from .actions import (Headers, OverrideStatus, Reject, Replace, append_header, header_ops,
                       remove_header, set_header)
 from .code import Code
-from .host import GatewayHandler, Level, counter_add, log, now_unix_nanos, properties
+from .host import (GatewayHandler, Level, LogWriter, counter_add, log, now_unix_nanos,
+                   properties)
 from .info import Message, Request, Response
 from . import callout, metrics, state, wire
 
@@ -74,19 +77,36 @@ class Plugin:
         return None
 
 
+def _kind(v) -> str:
+    """The YAML kind of a value: what `settings` compares a key's value with its default by."""
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    for t, name in ((str, "a string"), (list, "a list"), (dict, "a map")):
+        if isinstance(v, t):
+            return name
+    return "null" if v is None else type(v).__name__
+
+
 def settings(config, **defaults):
-    """``config`` (a dict or None) over ``defaults``, as an object with attributes; a key
-    not among the defaults raises ``ValueError`` naming it (Rust's ``deny_unknown_fields``)."""
+    """``config`` (a dict or None) over ``defaults``, as an object with attributes. A key not
+    among the defaults, or a value of another kind than its default (a string where the
+    default is a number, …; a default of None takes anything), raises ``ValueError`` naming the
+    key, as Rust's ``deny_unknown_fields`` and typed fields do."""
     config = {} if config is None else config
     if not isinstance(config, dict):
-        raise ValueError(f"config must be a map, not {type(config).__name__}")
+        raise ValueError(f"config must be a map, not {_kind(config)}")
     unknown = sorted(set(config) - set(defaults))
     if unknown:
         raise ValueError(f"unknown config key `{unknown[0]}`; expected one of "
                          + ", ".join(f"`{k}`" for k in defaults))
     out = type("Settings", (), {})()
     for k, v in defaults.items():
-        setattr(out, k, config.get(k, v))
+        given = config.get(k, v)
+        if v is not None and _kind(given) != _kind(v):
+            raise ValueError(f"config key `{k}` must be {_kind(v)}, not {_kind(given)}")
+        setattr(out, k, given)
     return out
 
 
@@ -125,6 +145,8 @@ def export(cls):
         def init(self, config: str) -> types.Hooks:
             logging.getLogger().addHandler(GatewayHandler())
             logging.getLogger().setLevel(logging.INFO)
+            sys.stdout = LogWriter(Level.INFO)
+            sys.stderr = LogWriter(Level.WARN)
             try:
                 held[:] = [cls(json.loads(config))]
             except Exception as e:  # noqa: BLE001 - any error stops the load, with its text
@@ -139,25 +161,25 @@ def export(cls):
         def on_request(self, info):
             try:
                 answer = held[0].on_request(Request(info))
+                if isinstance(answer, Reject):
+                    return types.RequestAction_Reject(answer.to_wit())
+                return types.RequestAction_Continue(header_ops(answer, "on_request"))
             except Reject as r:
                 return types.RequestAction_Reject(r.to_wit())
             except BaseException:
                 _fail("on_request")
                 raise
-            if isinstance(answer, Reject):
-                return types.RequestAction_Reject(answer.to_wit())
-            return types.RequestAction_Continue(header_ops(answer))
 
         def on_response(self, info):
             try:
                 answer = held[0].on_response(Response(info))
+                if isinstance(answer, OverrideStatus):
+                    return types.ResponseAction_OverrideStatus(
+                        types.StatusOverride(answer.code, answer.message))
+                return types.ResponseAction_Continue(header_ops(answer, "on_response"))
             except BaseException:
                 _fail("on_response")
                 raise
-            if isinstance(answer, OverrideStatus):
-                return types.ResponseAction_OverrideStatus(
-                    types.StatusOverride(answer.code, answer.message))
-            return types.ResponseAction_Continue(header_ops(answer))
 
         def on_request_message(self, msg):
             return _on_message(held[0].on_request_message, "on_request_message", msg)

@@ -67,6 +67,23 @@ class OverrideStatus:
 Headers = List[Tuple[str, str]]
 
 
-def header_ops(answer: Optional[Iterable[HeaderOp]]) -> List[HeaderOp]:
-    """A hook's list of header changes (``None`` is no change)."""
-    return [] if answer is None else list(answer)
+_OPS = (types.HeaderOp_Set, types.HeaderOp_Append, types.HeaderOp_Remove)
+
+
+def header_ops(answer: Optional[Iterable[HeaderOp]], hook: str) -> List[HeaderOp]:
+    """A hook's list of header changes (``None`` is no change); ``TypeError`` naming what the
+    hook answered instead."""
+    if answer is None:
+        return []
+    if not isinstance(answer, (list, tuple)):
+        raise TypeError(f"{hook} answered {type(answer).__name__}; expected None, a list of "
+                        "header changes (set_header, append_header, remove_header) or "
+                        + ("a Reject" if hook == "on_request" else "an OverrideStatus"))
+    for op in answer:
+        if not isinstance(op, _OPS):
+            raise TypeError(f"{hook} answered a list holding {type(op).__name__}; expected "
+                            "set_header, append_header or remove_header changes")
+        h = op.value if isinstance(op, types.HeaderOp_Remove) else op.value.value
+        if not isinstance(h, str):
+            raise TypeError(f"{hook}: a header value must be a str, not {type(h).__name__}")
+    return list(answer)

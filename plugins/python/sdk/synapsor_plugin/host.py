@@ -46,3 +46,28 @@ class GatewayHandler(logging.Handler):
             host.log(level, self.format(record))
         except Exception:  # noqa: BLE001 - logging must never fail a hook
             pass
+
+
+class LogWriter:
+    """A file-like object writing whole lines to the gateway's log at ``level``: ``export``
+    puts one at ``sys.stdout`` (INFO) and one at ``sys.stderr`` (WARN), so ``print`` works."""
+
+    def __init__(self, level: Level):
+        self.level = level
+        self._line = ""
+
+    def write(self, text: str) -> int:
+        self._line += text
+        *lines, self._line = self._line.split("\n")
+        if len(self._line) > 4096:
+            lines.append(self._line)
+            self._line = ""
+        for line in lines:
+            try:
+                host.log(self.level, line)
+            except Exception:  # noqa: BLE001 - printing must never fail a hook
+                pass
+        return len(text)
+
+    def flush(self) -> None:
+        pass
