@@ -14,41 +14,33 @@ use support::{gateway, metadata_values, plugin, wasm_stage, while_flowing};
 use synapsor_testkit::{Backend, EchoRequest};
 use tonic::{Code, Request};
 
-/// One test per language for a behaviour `fn(file)`, run on `$file`, `${file}_py`,
-/// `${file}_js`.
-macro_rules! in_every_language {
-    ($behaviour:ident, $file:literal) => {
+/// A module `$behaviour` with one test per language: `super::$behaviour(file)` run on the
+/// build `$file` + each suffix (`""` Rust, `"_py"` Python, `"_js"` JavaScript).
+macro_rules! per_language {
+    ($behaviour:ident, $file:literal, [$($lang:ident => $suffix:literal),*]) => {
         mod $behaviour {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn rust() {
-                super::$behaviour($file).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn python() {
-                super::$behaviour(concat!($file, "_py")).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn js() {
-                super::$behaviour(concat!($file, "_js")).await
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $lang() {
+                    super::$behaviour(concat!($file, $suffix)).await
+                }
+            )*
         }
     };
 }
 
-/// One test per interpreted language for a behaviour `fn(file)`, run on `${file}_py` and
-/// `${file}_js` (the Rust plugin's own are in `plugin_safety`).
+/// Tests of a behaviour in Rust, Python and JavaScript.
+macro_rules! in_every_language {
+    ($behaviour:ident, $file:literal) => {
+        per_language!($behaviour, $file, [rust => "", python => "_py", js => "_js"]);
+    };
+}
+
+/// Tests of a behaviour in Python and JavaScript (the Rust plugin's own are in
+/// `plugin_safety`).
 macro_rules! in_every_interpreter {
     ($behaviour:ident, $file:literal) => {
-        mod $behaviour {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn python() {
-                super::$behaviour(concat!($file, "_py")).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn js() {
-                super::$behaviour(concat!($file, "_js")).await
-            }
-        }
+        per_language!($behaviour, $file, [python => "_py", js => "_js"]);
     };
 }
 
