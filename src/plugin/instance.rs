@@ -181,30 +181,48 @@ impl Version {
     /// one of them create its own, up to `max_instances` (measured: 64 Python instances,
     /// 780 MiB, and calls timing out on the crowded cores).
     pub async fn lease(&self) -> Result<Lease, Failure> {
+        // The common case touches no clock, timer or waiter list: a free slot, an idle instance.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout(self.limits.timeout, self.slots.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(Failure::Busy),
+                }
+            }
+        };
+        let instance = match self.take_idle() {
+            Some(i) => i,
+            None => self.create_or_wait().await?,
+        };
+        Ok(Lease {
+            instance,
+            _permit: permit,
+        })
+    }
+
+    fn take_idle(&self) -> Option<Instance> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// With a slot and no idle instance: creates one, or, while [`CREATING_AT_ONCE`] are being
+    /// created, waits (up to the plugin's timeout) for one to come back to the pool.
+    async fn create_or_wait(&self) -> Result<Instance, Failure> {
         let deadline = tokio::time::Instant::now() + self.limits.timeout;
-        let permit =
-            match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => return Err(Failure::Busy),
-            };
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
-            if let Some(instance) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-                return Ok(Lease {
-                    instance,
-                    _permit: permit,
-                });
+            if let Some(instance) = self.take_idle() {
+                return Ok(instance);
             }
             if let Ok(_creating) = self.creating.try_acquire() {
                 let made = self.instantiate().await;
                 // A waiter may create the next one (or take this one once it is released).
                 self.returned.notify_one();
-                return made.map(|instance| Lease {
-                    instance,
-                    _permit: permit,
-                });
+                return made;
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Failure::Busy);

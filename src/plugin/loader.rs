@@ -309,8 +309,8 @@ fn first_instance_hint(cfg: &WasmConfig, f: &Failure) -> String {
             cfg.memory_limit
         ),
         Failure::Timeout(during) => format!(
-            "; creating an instance and running init may each take 10 × timeout ({:?}), and \
-             {during} took longer: raise timeout",
+            "; creating an instance and running init may each take 10 × timeout (at least \
+             100 ms; timeout is {:?}), and {during} took longer: raise timeout",
             cfg.timeout.0
         ),
         _ => String::new(),
